@@ -1,0 +1,347 @@
+"""`HATConfig`: the configuration of a hierarchical autoregressive transformer.
+
+The layout is that of the released Llama-3.1-8B/70B-TFree-HAT `config.json`:
+
+    {
+      "model_type": "hierarchical_autoregressive_transformer",
+      "encoder_config":  {Llama-like fields, "cross_attention_config": {...}},   # bytes -> words
+      "backbone_config": {Llama 3.1 fields, "vocab_size": 0},                    # words -> words
+      "decoder_config":  {Llama-like fields, "cross_attention_config": {...},
+                          "cross_attn_every_layer": true},                       # words -> bytes
+      "special_token_dict": {"<|eot_id|>": 192}, "max_word_size": 100,
+      "sliding_window": 768, "max_position_embeddings": ...
+    }
+
+In memory each sub-config is a real `LlamaConfig` (so transformers' Llama layers and rotary embeddings take
+them as they are); `to_dict` writes the release's field names (`rope_scaling` / `rope_theta`, the eight
+`cross_attention_config` keys) so that the release's own loader reads our checkpoints too.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from transformers import LlamaConfig, PreTrainedConfig
+
+MODEL_TYPE = "hierarchical_autoregressive_transformer"
+BYTE_VOCAB_SIZE = 256
+# Byte values that never occur in UTF-8: the only ones a special token may take.
+SPECIAL_BYTE_VALUES = frozenset({0xC0, 0xC1, *range(0xF5, 0x100)})
+DEFAULT_SPECIAL_TOKENS = {"<|eot_id|>": 192}
+
+# Fields of a sub-config as the release writes them, in its order.
+_RELEASE_SUBCONFIG_KEYS = (
+    "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+    "rms_norm_eps", "intermediate_size", "max_position_embeddings", "rope_scaling", "rope_theta",
+    "mlp_bias", "use_cache", "sliding_window", "key_query_norm", "key_query_norm_per_head",
+    "is_neox_style", "hidden_act", "head_dim",
+)
+
+
+@dataclass
+class CrossAttentionConfig:
+    """Sizes of a cross-attention block (encoder connector or decoder); key names are the release's.
+
+    `hidden_size` is the attention width (heads x head_dim); queries come from `hidden_size_q` and keys/values
+    from `hidden_size_kv`; the output projects back to `hidden_size_q`.
+    """
+
+    hidden_size: int
+    hidden_size_q: int
+    hidden_size_kv: int
+    num_attention_heads: int
+    attention_num_kv_heads: int
+    word_window_size: int = 1
+    key_query_norm: bool = False
+    key_query_norm_per_head: bool = False
+
+    @classmethod
+    def from_any(cls, value: CrossAttentionConfig | dict[str, Any]) -> CrossAttentionConfig:
+        if isinstance(value, cls):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = set(value) - known
+        if unknown:
+            raise ValueError(f"cross_attention_config has unknown keys {sorted(unknown)}; expected {sorted(known)}")
+        return cls(**value)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    def validate(self, where: str) -> None:
+        if self.hidden_size % self.num_attention_heads:
+            raise ValueError(
+                f"{where}.cross_attention_config: hidden_size ({self.hidden_size}) is not a multiple of "
+                f"num_attention_heads ({self.num_attention_heads})"
+            )
+        if self.num_attention_heads % self.attention_num_kv_heads:
+            raise ValueError(
+                f"{where}.cross_attention_config: num_attention_heads ({self.num_attention_heads}) is not a "
+                f"multiple of attention_num_kv_heads ({self.attention_num_kv_heads})"
+            )
+
+    to_dict = asdict
+
+
+def _llama_kwargs(d: dict[str, Any]) -> dict[str, Any]:
+    """A release sub-config dict -> `LlamaConfig` kwargs (the HAT-only keys are handled by the caller)."""
+    d = {k: v for k, v in d.items() if k not in ("cross_attention_config", "cross_attn_every_layer", "transformers_version")}
+    # The release writes `rope_scaling` (null for plain RoPE) next to `rope_theta`; transformers 5 folds both
+    # into `rope_parameters`.
+    if "rope_parameters" not in d:
+        rope = dict(d.pop("rope_scaling", None) or {"rope_type": "default"})
+        rope.setdefault("rope_type", rope.pop("type", "default"))
+        rope["rope_theta"] = d.pop("rope_theta", 500000.0)
+        d["rope_parameters"] = rope
+    else:
+        d.pop("rope_scaling", None), d.pop("rope_theta", None)
+    d.pop("is_neox_style", None)  # always True for Llama RoPE
+    return d
+
+
+def make_sub_config(d: dict[str, Any] | LlamaConfig, *, role: str) -> LlamaConfig:
+    """Build the `LlamaConfig` for one component (`role` is "encoder", "backbone" or "decoder")."""
+    if isinstance(d, LlamaConfig):
+        return d
+    d = dict(d)
+    cross = d.get("cross_attention_config")
+    cfg = LlamaConfig(**_llama_kwargs(d))
+    cfg.key_query_norm = bool(d.get("key_query_norm", False))
+    cfg.key_query_norm_per_head = bool(d.get("key_query_norm_per_head", False))
+    if role == "backbone":
+        cfg.vocab_size = 0
+    if role in ("encoder", "decoder"):
+        if cross is None:
+            raise ValueError(f"{role}_config needs a cross_attention_config")
+        cfg.cross_attention_config = CrossAttentionConfig.from_any(cross)
+    if role == "decoder":
+        cfg.cross_attn_every_layer = bool(d.get("cross_attn_every_layer", True))
+    return cfg
+
+
+def sub_config_to_release_dict(cfg: LlamaConfig) -> dict[str, Any]:
+    """The inverse of `make_sub_config`: a dict in the release's schema."""
+    rope = dict(cfg.rope_parameters or {})
+    rope_theta = rope.pop("rope_theta", 500000.0)
+    rope_scaling = rope if rope.get("rope_type", "default") != "default" else None
+    out = {
+        "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.hidden_size,
+        "num_hidden_layers": cfg.num_hidden_layers,
+        "num_attention_heads": cfg.num_attention_heads,
+        "num_key_value_heads": cfg.num_key_value_heads,
+        "rms_norm_eps": cfg.rms_norm_eps,
+        "intermediate_size": cfg.intermediate_size,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "rope_scaling": rope_scaling,
+        "rope_theta": rope_theta,
+        "mlp_bias": cfg.mlp_bias,
+        "use_cache": cfg.use_cache,
+        "sliding_window": getattr(cfg, "sliding_window", None),
+        "key_query_norm": getattr(cfg, "key_query_norm", False),
+        "key_query_norm_per_head": getattr(cfg, "key_query_norm_per_head", False),
+        "is_neox_style": True,
+        "hidden_act": cfg.hidden_act,
+        "head_dim": cfg.head_dim,
+    }
+    assert tuple(out) == _RELEASE_SUBCONFIG_KEYS
+    if hasattr(cfg, "cross_attention_config"):
+        out["cross_attention_config"] = cfg.cross_attention_config.to_dict()
+    if hasattr(cfg, "cross_attn_every_layer"):
+        out["cross_attn_every_layer"] = cfg.cross_attn_every_layer
+    return out
+
+
+class HATConfig(PreTrainedConfig):
+    r"""Configuration of [`HATForCausalLM`].
+
+    Args:
+        encoder_config (`dict` or `LlamaConfig`): byte encoder (Llama layers over bytes, sliding window) and,
+            in its `cross_attention_config`, the encoder connector that pools each word's bytes.
+        backbone_config (`dict` or `LlamaConfig`): the Llama 3.1 blocks, run over words (`vocab_size` 0).
+        decoder_config (`dict` or `LlamaConfig`): byte decoder; its `cross_attention_config` conditions each
+            word's bytes on the backbone's prediction for that word.
+        special_token_dict (`dict[str, int]`): special strings and the byte value each one takes; the values
+            must be bytes that never occur in UTF-8 (0xC0, 0xC1, 0xF5-0xFF).
+        max_word_size (`int`): words longer than this many bytes are cut into chunks.
+        sliding_window (`int`): byte attention window of encoder and decoder (mirrors their sub-configs).
+        max_position_embeddings (`int`): longest byte sequence.
+    """
+
+    model_type = MODEL_TYPE
+    sub_configs = {"encoder_config": LlamaConfig, "backbone_config": LlamaConfig, "decoder_config": LlamaConfig}
+
+    def __init__(
+        self,
+        encoder_config: dict | LlamaConfig | None = None,
+        backbone_config: dict | LlamaConfig | None = None,
+        decoder_config: dict | LlamaConfig | None = None,
+        special_token_dict: dict[str, int] | None = None,
+        max_word_size: int = 100,
+        sliding_window: int = 768,
+        max_position_embeddings: int = 262144,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        **kwargs,
+    ):
+        if encoder_config is None or backbone_config is None or decoder_config is None:
+            tiny = _tiny_sub_configs()
+            encoder_config = encoder_config if encoder_config is not None else tiny["encoder_config"]
+            backbone_config = backbone_config if backbone_config is not None else tiny["backbone_config"]
+            decoder_config = decoder_config if decoder_config is not None else tiny["decoder_config"]
+        self.encoder_config = make_sub_config(encoder_config, role="encoder")
+        self.backbone_config = make_sub_config(backbone_config, role="backbone")
+        self.decoder_config = make_sub_config(decoder_config, role="decoder")
+        self.special_token_dict = dict(DEFAULT_SPECIAL_TOKENS if special_token_dict is None else special_token_dict)
+        self.max_word_size = max_word_size
+        self.sliding_window = sliding_window
+        self.max_position_embeddings = max_position_embeddings
+        if eos_token_id is None:
+            eos_token_id = self.special_token_dict.get("<|eot_id|>")
+        # Fields the release writes for its vLLM fork; not ours to interpret.
+        for key in ("auto_map", "torch_dtype"):
+            kwargs.pop(key, None)
+        kwargs.setdefault("tie_word_embeddings", False)
+        super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        self.validate_hat()
+
+    # ------------------------------------------------------------------ checks
+    def validate_hat(self) -> None:
+        """Raise a `ValueError` naming the first inconsistent value."""
+        enc, bb, dec = self.encoder_config, self.backbone_config, self.decoder_config
+        for name, cfg in (("encoder_config", enc), ("decoder_config", dec)):
+            if cfg.vocab_size != BYTE_VOCAB_SIZE:
+                raise ValueError(f"{name}.vocab_size must be {BYTE_VOCAB_SIZE} (bytes), got {cfg.vocab_size}")
+            if not cfg.sliding_window or cfg.sliding_window < 1:
+                raise ValueError(f"{name}.sliding_window must be a positive int, got {cfg.sliding_window}")
+            cfg.cross_attention_config.validate(name)
+        for name, cfg in (("encoder_config", enc), ("backbone_config", bb), ("decoder_config", dec)):
+            if cfg.num_attention_heads % cfg.num_key_value_heads:
+                raise ValueError(
+                    f"{name}: num_attention_heads ({cfg.num_attention_heads}) is not a multiple of "
+                    f"num_key_value_heads ({cfg.num_key_value_heads})"
+                )
+        ec, dc = enc.cross_attention_config, dec.cross_attention_config
+        checks = [
+            ("encoder_config.cross_attention_config.hidden_size_q", ec.hidden_size_q, "backbone hidden_size", bb.hidden_size),
+            ("encoder_config.cross_attention_config.hidden_size_kv", ec.hidden_size_kv, "encoder hidden_size", enc.hidden_size),
+            ("decoder_config.cross_attention_config.hidden_size_q", dc.hidden_size_q, "decoder hidden_size", dec.hidden_size),
+            ("decoder_config.cross_attention_config.hidden_size_kv", dc.hidden_size_kv, "backbone hidden_size", bb.hidden_size),
+            ("decoder_config.hidden_size", dec.hidden_size, "encoder hidden_size", enc.hidden_size),
+        ]
+        for name, value, other, expected in checks:
+            if value != expected:
+                raise ValueError(f"{name} ({value}) must equal the {other} ({expected})")
+        if ec.head_dim % 2 or dc.head_dim % 2:
+            raise ValueError(f"cross-attention head_dim must be even for RoPE, got {ec.head_dim} and {dc.head_dim}")
+        if self.max_word_size < 1:
+            raise ValueError(f"max_word_size must be >= 1, got {self.max_word_size}")
+        seen: dict[int, str] = {}
+        for token, value in self.special_token_dict.items():
+            if value not in SPECIAL_BYTE_VALUES:
+                raise ValueError(
+                    f"special_token_dict[{token!r}] = {value}: special tokens must use a byte value that never "
+                    "occurs in UTF-8 (192, 193 or 245-255)"
+                )
+            if value in seen:
+                raise ValueError(f"special_token_dict: {token!r} and {seen[value]!r} both use byte {value}")
+            seen[value] = token
+
+    @property
+    def special_byte_values(self) -> frozenset[int]:
+        return frozenset(self.special_token_dict.values())
+
+    # ------------------------------------------------------------- (de)serialise
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        out["encoder_config"] = sub_config_to_release_dict(self.encoder_config)
+        out["backbone_config"] = sub_config_to_release_dict(self.backbone_config)
+        out["decoder_config"] = sub_config_to_release_dict(self.decoder_config)
+        out["model_type"] = MODEL_TYPE
+        return out
+
+    def to_diff_dict(self) -> dict[str, Any]:
+        # The release's loader needs every field, so we always write the full dict.
+        return self.to_dict()
+
+    # --------------------------------------------------------------- presets
+    @classmethod
+    def release_8b(cls, **kwargs) -> HATConfig:
+        """The sizes of Llama-3.1-8B-TFree-HAT (7,192,495,104 parameters)."""
+        backbone = dict(
+            vocab_size=0, hidden_size=4096, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+            intermediate_size=14336, rms_norm_eps=1e-5, max_position_embeddings=131072, rope_theta=500000.0,
+            rope_scaling=_LLAMA31_ROPE_SCALING, mlp_bias=False,
+        )
+        return cls(**release_sub_configs(backbone), **kwargs)
+
+    @classmethod
+    def tiny(cls, **kwargs) -> HATConfig:
+        """A few-thousand-parameter model for tests: every code path, Llama 3.1 shapes (GQA, llama3 RoPE)."""
+        return cls(**_tiny_sub_configs(), **kwargs)
+
+
+_LLAMA31_ROPE_SCALING = {
+    "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 8192,
+}
+
+
+def release_sub_configs(
+    backbone: dict[str, Any],
+    *,
+    hidden_size: int = 1024,
+    encoder_layers: int = 6,
+    decoder_layers: int = 4,
+    num_heads: int = 8,
+    intermediate_size: int = 2816,
+    sliding_window: int = 768,
+    max_position_embeddings: int = 262144,
+    rms_norm_eps: float = 1e-5,
+) -> dict[str, dict[str, Any]]:
+    """Encoder and decoder sub-configs around a given backbone, in the release's layout.
+
+    The defaults are the 8B release's sizes. The encoder connector attends with the backbone's head size
+    (`backbone.hidden_size / backbone heads` heads), the decoder's cross-attention with the byte width.
+    """
+    bb_width = backbone["hidden_size"]
+    head_dim = hidden_size // num_heads
+    common = dict(
+        vocab_size=BYTE_VOCAB_SIZE, hidden_size=hidden_size, num_attention_heads=num_heads,
+        num_key_value_heads=num_heads, intermediate_size=intermediate_size, rms_norm_eps=rms_norm_eps,
+        max_position_embeddings=max_position_embeddings, rope_theta=500000.0, rope_scaling=None, mlp_bias=False,
+        sliding_window=sliding_window, head_dim=head_dim,
+    )
+    if bb_width % head_dim:
+        raise ValueError(f"backbone hidden_size ({bb_width}) must be a multiple of the byte head_dim ({head_dim})")
+    encoder = dict(
+        common, num_hidden_layers=encoder_layers,
+        cross_attention_config=dict(
+            hidden_size=bb_width, hidden_size_q=bb_width, hidden_size_kv=hidden_size,
+            num_attention_heads=bb_width // head_dim, attention_num_kv_heads=bb_width // head_dim,
+        ),
+    )
+    decoder = dict(
+        common, num_hidden_layers=decoder_layers, cross_attn_every_layer=True,
+        cross_attention_config=dict(
+            hidden_size=hidden_size, hidden_size_q=hidden_size, hidden_size_kv=bb_width,
+            num_attention_heads=num_heads, attention_num_kv_heads=num_heads,
+        ),
+    )
+    backbone = dict(backbone, vocab_size=0)
+    return {"encoder_config": encoder, "backbone_config": backbone, "decoder_config": decoder}
+
+
+def _tiny_sub_configs() -> dict[str, dict[str, Any]]:
+    backbone = dict(
+        hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=1, intermediate_size=128,
+        rms_norm_eps=1e-5, max_position_embeddings=131072, rope_theta=500000.0,
+        rope_scaling=copy.deepcopy(_LLAMA31_ROPE_SCALING), mlp_bias=False,
+    )
+    return release_sub_configs(
+        backbone, hidden_size=32, encoder_layers=2, decoder_layers=2, num_heads=2, intermediate_size=64,
+        sliding_window=16, max_position_embeddings=4096,
+    )
