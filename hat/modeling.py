@@ -390,9 +390,9 @@ class HATPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
-        model = super().from_pretrained(*args, **kwargs)
-        freeze_inert_parameters(model)  # loading materialises fresh parameters
-        return model
+        loaded = super().from_pretrained(*args, **kwargs)
+        freeze_inert_parameters(loaded[0] if isinstance(loaded, tuple) else loaded)  # loading makes new parameters
+        return loaded
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
