@@ -1,0 +1,421 @@
+"""Byte-level tokenizer for HAT: token ids 0-255 are byte values, and special tokens take byte values that never
+occur in UTF-8 (0xC0, 0xC1, 0xF5-0xFF). The release default is `{"<|eot_id|>": 192}`, and `<|eot_id|>` is eos.
+
+    from hat.tokenizer import HATTokenizer, build_tokenizer
+
+    tokenizer = build_tokenizer()                    # or build_tokenizer(config.special_token_dict)
+    tokenizer("Straße")["input_ids"]                 # [83, 116, 114, 97, 195, 159, 101] = list("Straße".encode())
+    tokenizer.save_pretrained("out/")                # tokenizer.json, tokenizer_config.json, chat_template.jinja
+    tokenizer = HATTokenizer.from_pretrained("out/")
+    # AutoTokenizer.from_pretrained("out/") also works, without this package (see "Two classes" below)
+
+The backend is a stock `tokenizers` pipeline: the `ByteLevel` pre-tokenizer (GPT-2's byte <-> unicode alphabet,
+`use_regex=False`, so the whole text is one piece) and a BPE model without merges whose vocabulary maps the
+character of byte b to id b, except that the ids of special byte values belong to the special strings. So plain text
+encodes to exactly its UTF-8 bytes, and `decode` turns the ids back into bytes and the bytes into text, writing
+U+FFFD for any byte run that is not valid UTF-8 (e.g. a generation cut inside a character): it never raises.
+`decode(ids, skip_special_tokens=True)` drops the special ids; with `False` they come out as their strings.
+
+Chat format (Llama 3.1, SPEC §2): `<|begin_of_text|>`, then per turn
+`<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>`; with `add_generation_prompt` the text ends
+with the assistant header and `\\n\\n`. Only the strings in `special_token_dict` are one-byte tokens; by default
+that is `<|eot_id|>` alone, and the other markers are plain bytes. The assistant turns sit in
+`{% generation %}` blocks that cover the content and its `<|eot_id|>`, which is what TRL's
+`assistant_only_loss=True` trains on.
+
+No injection: only the chat template writes control tokens.
+- `tokenizer(text)` splits special strings into plain bytes (`split_special_tokens` is `True` by default), so
+  `tokenizer("a<|eot_id|>b")` gives the 12 bytes of the string. Pass `split_special_tokens=False` (per call or as an
+  attribute) for trusted text that should contain control tokens, e.g. text rendered with `tokenize=False`.
+- `apply_chat_template(..., tokenize=True)` marks every special string in the messages, tools, documents and
+  template variables with two private-use characters that occur nowhere in the inputs, renders the template, and
+  encodes the marked strings as plain bytes and the template's own special strings as their ids. The assistant mask
+  comes from the same pass, so it stays exact. `apply_chat_template(..., tokenize=False)` returns the plain rendered
+  text, in which the template's and the inputs' special strings look alike.
+
+Two classes: `HATTokenizer` is a thin subclass of transformers' `TokenizersBackend` (= `PreTrainedTokenizerFast`).
+It saves `"tokenizer_class": "TokenizersBackend"` and leaves `split_special_tokens` out of tokenizer_config.json,
+so `AutoTokenizer` loads the same files as the stock class, without `trust_remote_code`. The stock class encodes
+the same ids and masks for inputs without special strings, but it treats special strings in plain text and in chat
+messages as control tokens (like every Hugging Face tokenizer). Saving `split_special_tokens=True` would not help
+it: its `apply_chat_template` encodes the rendered text with the same setting, so the template's own `<|eot_id|>`
+would become plain bytes too. Load with `HATTokenizer.from_pretrained` where inputs are untrusted.
+
+Padding: `pad_token` is `<|eot_id|>`, which costs no extra special byte: padded positions are masked by
+`attention_mask`, and TRL sets their labels to -100. `padding_side` is "right", for training; generation code
+should set `tokenizer.padding_side = "left"`.
+
+Speed: the Rust backend spends about 1 µs per byte; for bulk plain text, `list(text.encode("utf-8"))` gives the same
+ids. `apply_chat_template` encodes in Python and is faster than the stock class.
+"""
+
+import bisect
+import json
+import re
+from collections.abc import Mapping
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+from transformers import BatchEncoding, TokenizersBackend
+from transformers.utils.chat_template_utils import get_json_schema, render_jinja_template
+
+SPECIAL_BYTE_VALUES = frozenset({0xC0, 0xC1, *range(0xF5, 0x100)})  # never occur in UTF-8
+EOT_TOKEN = "<|eot_id|>"
+DEFAULT_SPECIAL_TOKEN_DICT = {EOT_TOKEN: 192}
+DEFAULT_MODEL_MAX_LENGTH = 262144  # bytes; HATConfig.max_position_embeddings
+
+CHAT_TEMPLATE = r"""{{- '<|begin_of_text|>' }}
+{%- for message in messages %}
+    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}
+    {%- if message['role'] == 'assistant' %}
+        {%- generation %}
+            {{- message['content'] + '<|eot_id|>' }}
+        {%- endgeneration %}
+    {%- else %}
+        {{- message['content'] + '<|eot_id|>' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}"""
+
+# Supplementary Private Use Area-A: where `apply_chat_template` looks for two characters absent from its inputs
+_MARKER_CANDIDATES = range(0xF0000, 0xFFFFE)
+_DROP = -1  # segment kinds besides a control token id: a marker (no token) ...
+_TEXT = -2  # ... and plain text (one token per UTF-8 byte)
+
+
+def validate_special_token_dict(special_token_dict: dict[str, int]) -> dict[str, int]:
+    """
+    Check a special token dict: non-empty ASCII string keys, values in {0xC0, 0xC1} ∪ [0xF5, 0xFF], no value
+    twice, and `<|eot_id|>` present (the chat template ends turns with it and it is eos).
+
+    Returns:
+        `dict[str, int]`: a copy of `special_token_dict`.
+
+    Raises:
+        `ValueError`: naming the first bad entry.
+    """
+    seen = {}
+    for token, value in special_token_dict.items():
+        if not isinstance(token, str) or not token or not token.isascii():
+            # The ByteLevel decoder would read non-ASCII characters of the string as GPT-2 byte characters
+            raise ValueError(
+                f"special_token_dict: {token!r} -> {value!r}: special tokens must be non-empty ASCII strings"
+            )
+        if isinstance(value, bool) or not isinstance(value, int) or value not in SPECIAL_BYTE_VALUES:
+            raise ValueError(
+                f"special_token_dict[{token!r}] = {value!r}: special tokens must use a byte value that never occurs "
+                "in UTF-8 (0xC0, 0xC1 or 0xF5-0xFF, i.e. 192, 193 or 245-255)"
+            )
+        if value in seen:
+            raise ValueError(f"special_token_dict: {token!r} and {seen[value]!r} both use byte {value}")
+        seen[value] = token
+    if EOT_TOKEN not in special_token_dict:
+        raise ValueError(f"special_token_dict must contain {EOT_TOKEN!r} (end of turn, eos), got {special_token_dict}")
+    return dict(special_token_dict)
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2's byte -> printable character table, the alphabet of the `ByteLevel` pre-tokenizer and decoder."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {b: chr(b) for b in printable}
+    shifted = (b for b in range(256) if b not in table)
+    for n, b in enumerate(shifted):
+        table[b] = chr(256 + n)
+    return table
+
+
+def _build_backend(special_token_dict: dict[str, int]) -> Tokenizer:
+    byte_to_char = _bytes_to_unicode()
+    id_to_token = {b: byte_to_char[b] for b in range(256)}
+    id_to_token.update({value: token for token, value in special_token_dict.items()})
+    backend = Tokenizer(models.BPE(vocab={token: i for i, token in id_to_token.items()}, merges=[]))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    backend.decoder = decoders.ByteLevel()
+    # Added tokens take the ids the vocabulary already gives their strings, so the vocabulary stays at 256
+    backend.add_special_tokens(
+        [AddedToken(token, special=True, normalized=False) for token in sorted(special_token_dict)]
+    )
+    return backend
+
+
+def build_tokenizer(
+    special_token_dict: dict[str, int] | None = None, model_max_length: int = DEFAULT_MODEL_MAX_LENGTH
+) -> "HATTokenizer":
+    """
+    Build the byte-level HAT tokenizer.
+
+    Args:
+        special_token_dict (`dict[str, int]`, *optional*): special strings and the byte value each one takes.
+            Defaults to `{"<|eot_id|>": 192}`, the released models' setting.
+        model_max_length (`int`): longest sequence in bytes, for truncation and length warnings.
+
+    Raises:
+        `ValueError`: if `special_token_dict` is invalid, see `validate_special_token_dict`.
+    """
+    special_token_dict = validate_special_token_dict(
+        DEFAULT_SPECIAL_TOKEN_DICT if special_token_dict is None else special_token_dict
+    )
+    return HATTokenizer(
+        tokenizer_object=_build_backend(special_token_dict),
+        eos_token=EOT_TOKEN,
+        pad_token=EOT_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=model_max_length,
+        padding_side="right",
+        truncation_side="right",
+        split_special_tokens=True,
+    )
+
+
+class HATTokenizer(TokenizersBackend):
+    """
+    `TokenizersBackend` with the no-injection rules of this module's docstring: plain text never yields control tokens
+    unless asked (`split_special_tokens=False`), and in `apply_chat_template` only the template writes them.
+    Get one from `build_tokenizer` or `HATTokenizer.from_pretrained` (both default to `split_special_tokens=True`);
+    saved files load as the stock class with `AutoTokenizer`.
+    """
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        kwargs.setdefault("split_special_tokens", True)
+        return super().from_pretrained(*args, **kwargs)
+
+    @property
+    def special_token_dict(self) -> dict[str, int]:
+        """`dict[str, int]`: the special strings and their ids (byte values)."""
+        return {token.content: i for i, token in self.added_tokens_decoder.items() if token.special}
+
+    def apply_chat_template(
+        self,
+        conversation,
+        tools=None,
+        documents=None,
+        chat_template: str | None = None,
+        add_generation_prompt: bool = False,
+        continue_final_message: bool | str = False,
+        tokenize: bool = True,
+        sanitize_control_tokens: bool = True,
+        padding=False,
+        truncation=False,
+        max_length: int | None = None,
+        return_tensors=None,
+        return_dict: bool = True,
+        return_assistant_tokens_mask: bool = False,
+        tokenizer_kwargs: dict | None = None,
+        **kwargs,
+    ):
+        """
+        `PreTrainedTokenizerBase.apply_chat_template` (same arguments and outputs), except that with `tokenize=True`
+        special strings in the inputs are always encoded as plain bytes: only the template writes control tokens.
+        `sanitize_control_tokens` is accepted for compatibility and has no effect. `tokenizer_kwargs` may hold
+        `padding_side`, `pad_to_multiple_of`, `return_attention_mask` and `add_special_tokens` (which adds nothing
+        here).
+        """
+        if not tokenize:
+            return super().apply_chat_template(
+                conversation,
+                tools=tools,
+                documents=documents,
+                chat_template=chat_template,
+                add_generation_prompt=add_generation_prompt,
+                continue_final_message=continue_final_message,
+                tokenize=False,
+                **kwargs,
+            )
+        if return_assistant_tokens_mask and not return_dict:
+            raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
+        if continue_final_message and add_generation_prompt:
+            raise ValueError("continue_final_message and add_generation_prompt are not compatible.")
+        if continue_final_message and return_assistant_tokens_mask:
+            raise ValueError("continue_final_message is not compatible with return_assistant_tokens_mask.")
+        pad_kwargs = dict(tokenizer_kwargs or {})
+        pad_kwargs.pop("add_special_tokens", None)
+        unknown = set(pad_kwargs) - {"padding_side", "pad_to_multiple_of", "return_attention_mask"}
+        if unknown:
+            raise TypeError(f"HATTokenizer.apply_chat_template: unsupported tokenizer_kwargs {sorted(unknown)}")
+
+        chat_template = self.get_chat_template(chat_template, tools)
+        if isinstance(conversation, (list, tuple)) and len(conversation) == 0:
+            raise ValueError("Cannot apply chat template to an empty conversation. Provide at least one message.")
+        is_batched = isinstance(conversation[0], (list, tuple))
+        conversations = conversation if is_batched else [conversation]
+        # As the base class: drop None values (e.g. OpenAI's `content=None`)
+        conversations = [[{k: v for k, v in m.items() if v is not None} for m in chat] for chat in conversations]
+
+        if tools is not None:  # convert functions to schemas now, so that their docstrings get marked too
+            tools = [get_json_schema(tool) if callable(tool) else tool for tool in tools]
+
+        # Render with the inputs' special strings marked, then encode marked ones as bytes and bare ones as ids
+        specials = self.special_token_dict
+        inputs = (conversations, tools, documents, kwargs)
+        start, end = _pick_markers(inputs, chat_template, specials)
+        alternatives = "|".join(re.escape(token) for token in sorted(specials, key=len, reverse=True)) or "(?!)"
+        inputs_re = re.compile(alternatives)
+        rendered_re = re.compile(f"{start}(?P<marked>{alternatives}){end}|(?P<control>{alternatives})|[{start}{end}]")
+        conversations, tools, documents, kwargs = _mark(inputs, inputs_re, start, end)
+        rendered, generation_indices = render_jinja_template(
+            conversations=conversations,
+            tools=tools,
+            documents=documents,
+            chat_template=chat_template,
+            return_assistant_tokens_mask=return_assistant_tokens_mask,
+            continue_final_message=continue_final_message,
+            add_generation_prompt=add_generation_prompt,
+            **{**self.special_tokens_map, **kwargs},  # the special token variables are the template's own
+        )
+        input_ids, assistant_masks = [], []
+        for i, text in enumerate(rendered):
+            segments = _segments(text, rendered_re, specials)
+            input_ids.append(_segment_ids(segments))
+            if return_assistant_tokens_mask:
+                assistant_masks.append(_assistant_mask(segments, generation_indices[i], len(input_ids[-1])))
+
+        # Truncate, pad and convert like `__call__` would
+        padding_strategy, truncation_strategy, max_length, _ = self._get_padding_truncation_strategies(
+            padding=padding, truncation=truncation, max_length=max_length
+        )
+        if truncation_strategy.value != "do_not_truncate" and max_length is not None:
+            keep = slice(None, max_length) if self.truncation_side == "right" else slice(-max_length, None)
+            input_ids = [ids[keep] for ids in input_ids]
+            assistant_masks = [mask[keep] for mask in assistant_masks]
+        out = self.pad(
+            {"input_ids": input_ids},
+            padding=padding_strategy,
+            max_length=max_length,
+            pad_to_multiple_of=pad_kwargs.get("pad_to_multiple_of"),
+            padding_side=pad_kwargs.get("padding_side"),
+            return_attention_mask=pad_kwargs.get("return_attention_mask"),
+        )
+        data = dict(out)
+        if return_assistant_tokens_mask:
+            padding_side = pad_kwargs.get("padding_side") or self.padding_side
+            data["assistant_masks"] = [
+                _pad_right_or_left(mask, len(ids), padding_side) for mask, ids in zip(assistant_masks, out["input_ids"])
+            ]
+        if not is_batched and not return_tensors:
+            data = {key: value[0] for key, value in data.items()}
+        out = BatchEncoding(data, tensor_type=return_tensors)
+        return out if return_dict else out["input_ids"]
+
+    def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
+        # Runs after the base class wrote tokenizer_config.json and before any upload: name the stock class, so that
+        # AutoTokenizer needs neither this package nor trust_remote_code, and leave the stock default
+        # split_special_tokens=False, with which its chat template still writes control tokens (module docstring).
+        config_file = file_names[0]
+        with open(config_file, encoding="utf-8") as f:
+            config = json.load(f)
+        config["tokenizer_class"] = "TokenizersBackend"
+        config.pop("split_special_tokens", None)
+        with open(config_file, "w", encoding="utf-8") as f:
+            f.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+        return super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
+
+
+def _strings(obj):
+    """Every string in `obj` (strings, mappings with their keys, lists and tuples)."""
+    if isinstance(obj, str):
+        yield obj
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            yield from _strings(key)
+            yield from _strings(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _strings(value)
+
+
+def _pick_markers(inputs, chat_template: str, specials: dict[str, int]) -> tuple[str, str]:
+    """Two private-use characters that occur in no input string, in the template or in a special string."""
+    used = set(chat_template).union(*specials)
+    for s in _strings(inputs):
+        used.update(s)
+    free = (chr(c) for c in _MARKER_CANDIDATES if chr(c) not in used)
+    return next(free), next(free)
+
+
+def _mark(obj, inputs_re: re.Pattern, start: str, end: str):
+    """Wrap every special string in `obj`'s strings (dict keys included) in `start` ... `end`."""
+    if isinstance(obj, str):
+        return inputs_re.sub(lambda m: start + m.group(0) + end, obj)
+    if isinstance(obj, Mapping):
+        return {_mark(k, inputs_re, start, end): _mark(v, inputs_re, start, end) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_mark(v, inputs_re, start, end) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_mark(v, inputs_re, start, end) for v in obj)
+    return obj
+
+
+def _segments(text: str, rendered_re: re.Pattern, specials: dict[str, int]) -> list[tuple[int, int, int, str]]:
+    """
+    Cut rendered text into `(char_start, char_end, kind, text)` segments: `kind` is a control token id for a bare
+    special string (written by the template), `_TEXT` for plain text (a marked special string included, without its
+    markers) and `_DROP` for a marker.
+    """
+    segments, pos = [], 0
+    for m in rendered_re.finditer(text):
+        if m.start() > pos:
+            segments.append((pos, m.start(), _TEXT, text[pos : m.start()]))
+        if m.group("marked") is not None:
+            segments.append((m.start(), m.start() + 1, _DROP, ""))
+            segments.append((m.start() + 1, m.end() - 1, _TEXT, m.group("marked")))
+            segments.append((m.end() - 1, m.end(), _DROP, ""))
+        elif m.group("control") is not None:
+            segments.append((m.start(), m.end(), specials[m.group("control")], ""))
+        else:  # a lone marker: the template cut a marked string apart
+            segments.append((m.start(), m.end(), _DROP, ""))
+        pos = m.end()
+    if pos < len(text):
+        segments.append((pos, len(text), _TEXT, text[pos:]))
+    return segments
+
+
+def _segment_ids(segments) -> list[int]:
+    ids = []
+    for _, _, kind, text in segments:
+        if kind == _TEXT:
+            ids.extend(text.encode("utf-8"))
+        elif kind != _DROP:
+            ids.append(kind)
+    return ids
+
+
+def _assistant_mask(segments, generation_indices: list[tuple[int, int]], length: int) -> list[int]:
+    """1 for every token made from a character inside one of the `[start, end)` character spans, else 0."""
+    starts = [segment[0] for segment in segments]
+    first_token, n = [], 0  # id index of each segment's first token
+    for _, _, kind, text in segments:
+        first_token.append(n)
+        n += len(text.encode("utf-8")) if kind == _TEXT else kind != _DROP
+
+    def tokens_before(char: int, inclusive: bool) -> int:
+        """Number of tokens made from the characters before `char` (and from `char` itself if `inclusive`)."""
+        i = bisect.bisect_right(starts, char) - 1
+        seg_start, _, kind, text = segments[i]
+        if kind == _TEXT:
+            return first_token[i] + len(text[: char - seg_start + inclusive].encode("utf-8"))
+        return first_token[i] + (inclusive and kind != _DROP)
+
+    mask = [0] * length
+    for start, end in generation_indices:
+        if end > start:
+            first, last = tokens_before(start, False), tokens_before(end - 1, True)
+            mask[first:last] = [1] * (last - first)
+    return mask
+
+
+def _pad_right_or_left(mask: list[int], length: int, side: str) -> list[int]:
+    padding = [0] * (length - len(mask))
+    return mask + padding if side == "right" else padding + mask
+
+
+__all__ = [
+    "CHAT_TEMPLATE",
+    "DEFAULT_SPECIAL_TOKEN_DICT",
+    "EOT_TOKEN",
+    "SPECIAL_BYTE_VALUES",
+    "HATTokenizer",
+    "build_tokenizer",
+    "validate_special_token_dict",
+]
