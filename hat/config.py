@@ -108,7 +108,8 @@ def make_sub_config(d: dict[str, Any] | LlamaConfig, *, role: str) -> LlamaConfi
         return d
     d = dict(d)
     cross = d.get("cross_attention_config")
-    cfg = LlamaConfig(**_llama_kwargs(d))
+    # Token ids belong to the HAT config; sub-configs have none (Llama's defaults would not fit vocab_size 0).
+    cfg = LlamaConfig(**{"bos_token_id": None, "eos_token_id": None, "pad_token_id": None, **_llama_kwargs(d)})
     cfg.key_query_norm = bool(d.get("key_query_norm", False))
     cfg.key_query_norm_per_head = bool(d.get("key_query_norm_per_head", False))
     if role == "backbone":
