@@ -21,6 +21,7 @@ registered `WeightRenaming` adds the `model.` prefix on load and removes it on s
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -221,10 +222,17 @@ class HATEncoder(nn.Module):
         self.rotary_emb = LlamaRotaryEmbedding(config)
         self.sliding_window = config.sliding_window
 
-    def forward(self, input_ids, attention_mask, positions, past_key_values: Cache | None = None) -> torch.Tensor:
-        """input_ids (B, T), attention_mask (B, 1, T, K) bool, positions (B, T) -> byte_states (B, T, E)."""
+    def forward(
+        self, input_ids, attention_mask, positions, past_key_values: Cache | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, T), attention_mask (B, 1, T, K) bool, positions (B, T) -> byte_states (B, T, E).
+
+        `position_embeddings` (cos, sin), optional: `self.rotary_emb(., positions)` computed beforehand.
+        """
         hidden_states = self.embedding_layer(input_ids)  # (B, T, E)
-        position_embeddings = self.rotary_emb(hidden_states, positions)
+        if position_embeddings is None:
+            position_embeddings = self.rotary_emb(hidden_states, positions)
         for layer in self.layers:
             hidden_states = layer(
                 hidden_states, attention_mask=attention_mask, position_ids=positions,
@@ -326,15 +334,27 @@ class HATDecoder(nn.Module):
         self.sliding_window = config.sliding_window
 
     def forward(
-        self, byte_states, word_preds, byte_word, attention_mask, positions, past_key_values: Cache | None = None
+        self, byte_states, word_preds, byte_word, attention_mask, positions, past_key_values: Cache | None = None,
+        word_conditioning: Sequence[torch.Tensor | None] | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """byte_states (B, T, E), word_preds (B, W, D), byte_word (B, T) -> byte_states (B, T, E)."""
+        """byte_states (B, T, E), word_preds (B, W, D), byte_word (B, T) -> byte_states (B, T, E).
+
+        Optional, for cached generation: `word_conditioning` (one tensor broadcastable to (B, T, E) per block) is the
+        per-block term `gather_words(block.word_conditioning(word_preds), byte_word)` computed beforehand (it changes
+        only when a word ends; `word_preds` and `byte_word` are then unused); `position_embeddings` (cos, sin) is
+        `self.rotary_emb(., positions)` computed beforehand.
+        """
         hidden_states = byte_states
-        position_embeddings = self.rotary_emb(hidden_states, positions)
-        for block in self.decoder_layers:
+        if position_embeddings is None:
+            position_embeddings = self.rotary_emb(hidden_states, positions)
+        for i, block in enumerate(self.decoder_layers):
             # Word conditioning: every byte of word i gets the prediction for word i.
             if block.add_cross_attention:
-                hidden_states = hidden_states + gather_words(block.word_conditioning(word_preds), byte_word)
+                if word_conditioning is not None:
+                    hidden_states = hidden_states + word_conditioning[i]
+                else:
+                    hidden_states = hidden_states + gather_words(block.word_conditioning(word_preds), byte_word)
             hidden_states = block.llama_layer(
                 hidden_states, attention_mask=attention_mask, position_ids=positions,
                 past_key_values=past_key_values, use_cache=past_key_values is not None,
@@ -507,6 +527,13 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """`nn.Module.load_state_dict`, also for the release's key names as they are on disk: `Trainer` reads a
+        checkpoint's safetensors with those names when it resumes a run without DeepSpeed."""
+        on_disk = re.compile(rf"^({'|'.join(RELEASE_TOP_MODULES)})\.")
+        state_dict = {on_disk.sub(r"model.\1.", key): value for key, value in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def forward(
         self,
         input_ids: torch.LongTensor,
@@ -538,6 +565,20 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
                 labels = labels.masked_fill(attention_mask == 0, -100)
             loss = self.loss_function(logits, labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch)
         return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=(outputs.word_hidden_states,))
+
+    @torch.no_grad()
+    def generate(
+        self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
+        prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None, **kwargs,
+    ):
+        """HF's `generate` arguments, byte by byte: batched, with byte- and word-level KV caches (`hat.generation`)."""
+        from .generation import generate
+
+        return generate(
+            self, inputs, generation_config, logits_processor, stopping_criteria,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, streamer=streamer, assistant_model=assistant_model,
+            **kwargs,
+        )
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,98 @@
+"""Direct preference optimisation of a HAT on English and German preference pairs, with TRL's `DPOTrainer`.
+
+    accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml \
+        recipes/dpo.py --config recipes/llama-3.1-8b/dpo.yaml
+
+Data: `chosen` and `rejected` columns, with an optional `prompt`; each either conversational (lists of
+`{"role", "content"}`) or plain text. Plain-text pairs become a user turn and an assistant turn
+(`hat.data.preference_as_chat`), so every pair is trained in the chat format and sources of both formats mix.
+Without `prompt`, TRL takes the shared start of the two conversations as the prompt. Sources are mixed by
+probability (`hat.data.load_mixture`).
+
+Log-probabilities are sums over the completion's bytes, computed by TRL's fused LM head from
+`model.model(...).last_hidden_state` and `lm_head` (the model splits the bytes into words itself).
+
+The reference model:
+- full fine-tuning: an explicit `ref_model`, loaded from the same checkpoint (TRL wraps it for DeepSpeed and never
+  trains it); with `precompute_ref_log_probs: true` none is kept: its log-probs are computed once, before training;
+- LoRA (`use_peft: true`): the policy with its adapters disabled, which is the starting checkpoint, since PEFT
+  keeps the originals of the fully trained HAT parts (`modules_to_save`) beside their trained copies.
+
+Lengths are bytes. The prompt plus the longer completion of a pair is cut to its first `max_length` bytes
+(`truncation_mode: keep_start`); pairs whose prompt alone fills `max_length` are dropped. Both counts are logged.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser
+
+from hat.data import DataArguments, load_mixture, preference_as_chat, preference_overflow
+from hat.modeling import freeze_inert_parameters
+from recipes.utils import load_model, load_tokenizer, lora_config, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def main(script_args: DataArguments, training_args: DPOConfig, model_args: ModelConfig) -> DPOTrainer:
+    setup_logging(training_args)
+    if training_args.padding_free:
+        raise ValueError("HAT cannot train padding-free batches: words would run across sequences. Set `padding_free: false`.")
+
+    # ------------------------------------------------------------------ load data
+    tokenizer = load_tokenizer(model_args.model_name_or_path)
+
+    def pairs(sources):
+        return load_mixture(
+            sources, columns=("chosen", "rejected"), optional_columns=("prompt",),
+            streaming=script_args.streaming, seed=training_args.seed, transform=preference_as_chat,
+        )  # fmt: skip
+
+    with training_args.main_process_first(desc="loading preference data"):
+        train_dataset = pairs(script_args.datasets)
+        eval_dataset = pairs(script_args.eval_datasets) if script_args.eval_datasets else None
+
+    # ------------------------------------------------------------------ build models
+    model = load_model(model_args)
+    peft_config = lora_config(model_args)
+    ref_model = None
+    if peft_config is None and not training_args.precompute_ref_log_probs:
+        ref_model = load_model(model_args)
+
+    # ------------------------------------------------------------------ train
+    trainer = DPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+    )
+    freeze_inert_parameters(trainer.model)  # PEFT's trainable copies (`modules_to_save`) unfreeze them
+    prepared = trainer.train_dataset
+    if isinstance(prepared, datasets.Dataset) and training_args.max_length is not None:
+        dropped = len(train_dataset) - len(prepared)
+        cut = preference_overflow(prepared, training_args.max_length)
+        if dropped or cut:
+            logger.warning(
+                f"train: {cut} of {len(prepared)} pairs are longer than max_length ({training_args.max_length} bytes) "
+                f"and are cut to their first {training_args.max_length} bytes; {dropped} pairs dropped: their prompt "
+                "alone fills max_length"
+            )
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # ------------------------------------------------------------------ save
+    trainer.save_model(training_args.output_dir)  # HAT checkpoint, or the LoRA adapter; tokenizer files beside it
+    logger.info(f"saved to {training_args.output_dir}")
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((DataArguments, DPOConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    main(*make_parser().parse_args_and_config())

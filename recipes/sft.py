@@ -1,0 +1,92 @@
+"""Supervised fine-tuning of a HAT on chat data in English and German, with TRL's `SFTTrainer`.
+
+    accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml \
+        recipes/sft.py --config recipes/llama-3.1-8b/sft.yaml
+
+Data: a `messages` column (lists of `{"role", "content"}`), mixed by probability (`hat.data.load_mixture`); a
+source whose column has another name renames it with `columns: {<name>: messages}`. The Llama 3.1 chat template of
+the byte tokenizer marks each assistant turn and its `<|eot_id|>` as generation, and `assistant_only_loss: true`
+puts the loss on those bytes only.
+
+Lengths are bytes. A conversation longer than `max_length` is cut to its first `max_length` bytes (TRL's
+`truncation_mode: keep_start`); one left with no assistant byte is dropped. Both counts are logged.
+
+Every row is its own sequence (`padding_free: false`, `packing: false`): the model finds word boundaries in each
+row, and a row holding several packed conversations would let words run across them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
+
+from hat.data import DataArguments, chat_lengths, load_mixture
+from hat.modeling import freeze_inert_parameters
+from recipes.utils import load_model, load_tokenizer, lora_config, setup_logging
+
+logger = logging.getLogger(__name__)
+
+
+def main(script_args: DataArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
+    setup_logging(training_args)
+    if training_args.padding_free or training_args.packing:
+        raise ValueError(
+            "HAT cannot train padding-free or packed batches (`padding_free` / `packing`): words would run across "
+            "the packed sequences. Set `padding_free: false` and `packing: false`."
+        )
+    if not training_args.assistant_only_loss:
+        logger.warning("assistant_only_loss is false: the loss covers the prompts too")
+
+    # ------------------------------------------------------------------ load data
+    tokenizer = load_tokenizer(model_args.model_name_or_path)
+
+    def chats(sources, name):
+        dataset = load_mixture(sources, columns=("messages",), streaming=script_args.streaming, seed=training_args.seed)
+        if isinstance(dataset, datasets.Dataset) and training_args.max_length is not None:
+            lengths = chat_lengths(dataset, tokenizer, training_args.dataset_num_proc)
+            over = sum(n > training_args.max_length for n in lengths)
+            logger.info(f"{name}: {len(lengths)} conversations, the longest {max(lengths)} bytes")
+            if over:
+                logger.warning(
+                    f"{name}: {over} of {len(lengths)} conversations are longer than max_length "
+                    f"({training_args.max_length} bytes) and are cut to their first {training_args.max_length} bytes"
+                )
+        return dataset
+
+    with training_args.main_process_first(desc="loading chat data"):
+        train_dataset = chats(script_args.datasets, "train")
+        eval_dataset = chats(script_args.eval_datasets, "eval") if script_args.eval_datasets else None
+
+    # ------------------------------------------------------------------ build model
+    model = load_model(model_args)
+
+    # ------------------------------------------------------------------ train
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=lora_config(model_args),
+    )
+    freeze_inert_parameters(trainer.model)  # PEFT's trainable copies (`modules_to_save`) unfreeze them
+    if isinstance(train_dataset, datasets.Dataset):
+        dropped = len(train_dataset) - len(trainer.train_dataset)
+        if dropped:
+            logger.warning(f"train: {dropped} conversations dropped: no assistant byte within max_length")
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+
+    # ------------------------------------------------------------------ save
+    trainer.save_model(training_args.output_dir)  # HAT checkpoint, or the LoRA adapter; tokenizer files beside it
+    logger.info(f"saved to {training_args.output_dir}")
+    return trainer
+
+
+def make_parser() -> TrlParser:
+    return TrlParser((DataArguments, SFTConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    main(*make_parser().parse_args_and_config())

@@ -1,0 +1,87 @@
+"""What the three recipes share: logging, loading the model and tokenizer, and the LoRA layout of a HAT."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import datasets
+import torch
+import transformers
+from peft import LoraConfig
+from transformers import AutoConfig, AutoModelForCausalLM, TrainingArguments
+from trl import ModelConfig, get_peft_config
+
+import hat  # noqa: F401  (registers HATForCausalLM with the Auto classes)
+from hat.tokenizer import HATTokenizer, build_tokenizer
+
+# LoRA goes on the Llama blocks only. PEFT matches a string `target_modules` as a regex against the whole module
+# name (in memory: `model.backbone.layers.N....`).
+BACKBONE_LORA_TARGETS = r"model\.backbone\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
+# The HAT parts around the backbone train in full. As `modules_to_save`, PEFT trains a copy of each, saves it with
+# the adapter, keeps the original for the adapter-disabled model (DPO's reference), and puts the copy in place on
+# `merge_and_unload`. PEFT matches these names as suffixes of module names. The decoder is listed by its trainable
+# pieces, leaving out the query-side weights that cannot change the output (`hat.modeling.INERT_PARAMETERS`): they
+# stay frozen originals, so that no rank waits for their (absent) gradients and ZeRO-3, which saves PEFT models
+# without frozen parameters, saves every tensor of the copies.
+HAT_MODULES_TO_SAVE = [
+    "model.encoder", "model.encoder_connector", "model.decoder_connector",
+    "kv_norm", "cross_attention.v_proj", "cross_attention.o_proj", "llama_layer",  # model.decoder.decoder_layers.N.*
+    "model.layer_norm", "lm_head",
+]  # fmt: skip
+
+logger = logging.getLogger(__name__)
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """Recipe and `hat` messages at info on the main process (warnings elsewhere), to stdout; transformers and
+    datasets at the `log_level` / `log_level_replica` of the YAML."""
+    logging.basicConfig(
+        format="%(asctime)s - %(levelname)s - %(name)s - %(message)s",
+        datefmt="%Y-%m-%d %H:%M:%S",
+        handlers=[logging.StreamHandler(sys.stdout)],
+        level=logging.INFO if training_args.should_log else logging.WARNING,
+    )
+    level = training_args.get_process_log_level()
+    datasets.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(level)
+
+
+def load_model(model_args: ModelConfig) -> transformers.PreTrainedModel:
+    """`HATForCausalLM.from_pretrained` with the YAML's `dtype` and `attn_implementation`.
+
+    Call it after the `TrainingArguments` exist: under ZeRO-3 they make `from_pretrained` load the weights
+    already sharded (`zero3_init_flag`).
+    """
+    dtype = model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype)
+    return AutoModelForCausalLM.from_pretrained(
+        model_args.model_name_or_path,
+        revision=model_args.model_revision,
+        dtype=dtype,
+        attn_implementation=model_args.attn_implementation,
+    )
+
+
+def load_tokenizer(model_name_or_path: str) -> HATTokenizer:
+    """The checkpoint's byte tokenizer; one built from its config's `special_token_dict` if it has none (a released
+    TFree-HAT checkpoint ships no tokenizer files). `HATTokenizer` encodes special strings inside the data as plain
+    bytes, so a dataset cannot inject control tokens."""
+    try:
+        return HATTokenizer.from_pretrained(model_name_or_path)
+    except (OSError, ValueError) as error:  # no tokenizer files: transformers cannot build one from the config
+        special_token_dict = AutoConfig.from_pretrained(model_name_or_path).special_token_dict
+        logger.warning(f"{model_name_or_path} has no usable tokenizer ({type(error).__name__}); building the byte "
+                       f"tokenizer for special_token_dict={special_token_dict}")
+        return build_tokenizer(special_token_dict)
+
+
+def lora_config(model_args: ModelConfig) -> LoraConfig | None:
+    """TRL's LoRA config from the YAML's `use_peft` / `lora_*` keys, with the HAT layout where they are unset:
+    adapters on the backbone's attention and MLP, the new HAT parts fully trained (`modules_to_save`)."""
+    if not model_args.use_peft:
+        return None
+    if model_args.lora_target_modules is None:
+        model_args.lora_target_modules = BACKBONE_LORA_TARGETS
+    if model_args.lora_modules_to_save is None:
+        model_args.lora_modules_to_save = list(HAT_MODULES_TO_SAVE)
+    return get_peft_config(model_args)
