@@ -1,0 +1,830 @@
+"""Batched byte-level generation for HAT, with byte-level and word-level KV caches.
+
+    from hat import HATForCausalLM
+    from transformers import AutoTokenizer
+
+    model = HATForCausalLM.from_pretrained("path/to/hat")
+    tokenizer = AutoTokenizer.from_pretrained("path/to/hat")
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+    out = model.generate(**batch, max_new_tokens=200, do_sample=True, temperature=0.7, top_p=0.9)
+    texts = tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+`HATForCausalLM.generate` is `generate` below: an own decoding loop that takes HF `generate`'s arguments
+(`GenerationConfig` fields as keyword arguments, `logits_processor`, `stopping_criteria`, `streamer`,
+`return_dict_in_generate`, `output_scores` / `output_logits`, `num_return_sequences`) and reuses HF's pieces:
+`_prepare_generation_config` (model config + global defaults + kwargs), `_get_logits_processor` (temperature, top-k,
+top-p, min-p, repetition penalty, min_new_tokens, ...), `StoppingCriteriaList`, and the streamer protocol
+(`put(prompt)`, `put(next_ids)`, `end()`). `max_new_tokens` counts bytes; `stop_strings` match bytes.
+
+Why an own loop and not GenerationMixin's with a custom `Cache`: HF's loop runs one `forward` per token for the
+whole batch, with one cache and shared `cache_position`s. A HAT step is not one forward: encoder and decoder advance
+one byte per row, the connector and the backbone run only for rows whose word just ended (a row may complete two
+words at once, or none), a multi-byte first character of a new word makes the decoder re-run a few positions, and
+for throughput the rows should not even move in lockstep (below). Squeezing this into `forward` would hide a second
+loop, the word segmentation and three caches behind `prepare_inputs_for_generation`, with HF slicing `input_ids` by
+`cache_position` around it. Here each part is a small function over an explicit `DecodeState`.
+
+Caches (batch-first, one row per sequence):
+- `ByteKVCache` (encoder, decoder): a ring of `window + slack` slots per layer; byte column `c` of a row lives in slot
+  `c % capacity`, so memory is bounded by the sliding window. `ByteSlots` keeps each slot's byte position and
+  validity (left padding) and builds the additive window mask of a step's queries.
+- `WordKVCache` (backbone): per layer a `(B, Hkv, capacity, hd)` buffer and a word count per row; a backbone step
+  runs for any subset of rows, each writing its word at its own length, attention masked by length (no holes).
+- `enc_ring`: the encoder states of each row's last `max_word_size + slack` bytes, which the connector pools when a
+  word ends and the decoder re-reads when it re-decodes positions.
+Per step the byte stacks reuse one incrementally kept window mask (`ByteSlots.bias`) and one RoPE table.
+
+Word boundaries (SPEC §3): each row has a `hat.splitter.WordBoundaryDetector`, which re-splits the row's current word
+plus each new byte with the splitter's byte rule. The words it reports complete are pooled by the connector, and the
+backbone takes one step per word; its output conditions the next word. Bytes that were decoded under the old word's
+prediction but belong to a later word (the first bytes of a multi-byte first character, or an unfinished character
+that turned out invalid) are re-decoded under their own word's prediction: the decoder re-runs those `k` positions
+and overwrites their cache slots (other rows keep theirs). The newest byte is decoded under the prediction of the
+word it belongs to, which is the current word, or a word completed at once (a special byte such as eos, or a word
+that reached `max_word_size`): the logits of a word's bytes depend only on the words before it, exactly as in the
+full-sequence forward.
+
+Rows complete words at different steps. If every row waited for every backbone step ("lockstep"), a batch of 16
+would run the backbone nearly every byte, each time for ~3 rows: about as many backbone calls as bytes per row,
+where a token model needs one call per ~4 bytes. So by default (`word_sync`) a row that completes a word parks: its
+byte is encoded, but its decoder step waits until 3/4 of the unfinished rows are parked (`WORD_SYNC_QUORUM`), all the
+others are, or it has waited `WORD_SYNC_PATIENCE` steps; then one backbone call serves all parked rows. Every row's
+bytes are the same as in lockstep (greedy output is identical); rows only advance at different times, so sampled
+rows draw their random numbers in a different order. Lockstep is used where HF semantics need the whole batch at
+every step: a streamer with several rows, user `logits_processor` / `stopping_criteria` (unless `word_sync=True`
+says they treat rows one by one), and processors with per-batch state (repetition penalty).
+
+`use_cache=False` runs the reference instead: at every step the whole sequence is segmented and `model(...)` runs
+on it; the last position's logits are used. Tests check that both give the same bytes.
+
+Streaming: streamers get byte ids. HF's `TextStreamer` / `TextIteratorStreamer` decode their whole pending cache and
+emit text only up to the last space, newline or CJK character, all complete characters, so an unfinished UTF-8
+character (decoded as U+FFFD while pending) is never emitted before its last byte arrives; a truly invalid byte is
+emitted as U+FFFD once a complete character follows it. Only `end()` flushes a character cut off by
+`max_new_tokens`, as U+FFFD, which is also what `tokenizer.decode` of the output gives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+from transformers.generation import logits_process as lp
+from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+from .modeling import additive_mask, build_layout, causal_mask
+from .splitter import WordBoundaryDetector
+
+# Ring slots beyond the sliding window: a step may re-decode up to this many trailing positions minus one.
+BYTE_CACHE_SLACK = 16
+# A parked row waits at most this many steps for the other rows before the backbone runs for the parked ones.
+WORD_SYNC_PATIENCE = 8
+# ... or as soon as this fraction of the unfinished rows is parked.
+WORD_SYNC_QUORUM = 0.75
+# Options of HF's `generate` that byte-level sampling does not implement, with their "off" values.
+_UNSUPPORTED = {
+    "num_beams": 1, "num_beam_groups": 1, "penalty_alpha": None, "guidance_scale": None, "assistant_model": None,
+    "prompt_lookup_num_tokens": None, "constraints": None, "force_words_ids": None, "watermarking_config": None,
+}
+# Processors that treat rows independently and keep no per-batch state: rows may be sampled in any grouping.
+_ROW_WISE_PROCESSORS = tuple(
+    getattr(lp, name) for name in (
+        "TemperatureLogitsWarper", "TopKLogitsWarper", "TopPLogitsWarper", "MinPLogitsWarper", "TypicalLogitsWarper",
+        "EpsilonLogitsWarper", "EtaLogitsWarper", "TopHLogitsWarper", "MinLengthLogitsProcessor",
+        "MinNewTokensLengthLogitsProcessor", "SuppressTokensLogitsProcessor", "InfNanRemoveLogitsProcessor",
+        "LogitNormalization", "NoRepeatNGramLogitsProcessor", "NoBadWordsLogitsProcessor",
+        "SequenceBiasLogitsProcessor",
+    ) if hasattr(lp, name)
+)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Caches
+# ----------------------------------------------------------------------------------------------------------
+class ByteKVCache:
+    """Sliding-window KV cache of a byte-level stack (encoder or decoder): a ring of `capacity` slots per layer.
+
+    Duck-types the one `Cache` method a `LlamaDecoderLayer` calls, `update(key_states, value_states, layer_idx)`.
+    `prefilling=True`: the call stores the last `capacity` columns and attends to all of its own keys. Afterwards the
+    owner calls `begin_step(rows, slots, write, n_keys)` before each step: row `rows[i]` stores its Q new keys in
+    `slots[i]` where `write[i]` holds (the other positions keep their entries), and attention reads the first
+    `n_keys` slots of every row.
+    """
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.keys: dict[int, torch.Tensor] = {}  # layer -> (B, Hkv, C, hd)
+        self.values: dict[int, torch.Tensor] = {}
+        self.prefilling = True
+        self.rows: torch.Tensor | None = None  # (n,) rows that write, None: all rows
+        self.slots: torch.Tensor | None = None  # (n, Q)
+        self.write: torch.Tensor | None = None  # (n, Q, 1, 1) bool, None: all
+        self.n_keys = capacity
+
+    def begin_step(self, rows, slots, write, n_keys) -> None:
+        self.prefilling, self.rows, self.slots, self.write, self.n_keys = False, rows, slots, write, n_keys
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """key_states, value_states (B, Hkv, Q, hd) -> the keys and values the step attends to (B, Hkv, K, hd)."""
+        if self.prefilling:  # T columns: keep the last C of them
+            B, H, T, D = key_states.shape
+            keep = min(T, self.capacity)
+            slots = torch.arange(T - keep, T, device=key_states.device) % self.capacity  # (keep,)
+            for store, new in ((self.keys, key_states), (self.values, value_states)):
+                buf = new.new_zeros(B, H, self.capacity, D)
+                buf[:, :, slots] = new[:, :, T - keep :]
+                store[layer_idx] = buf
+            return key_states, value_states
+        for buf, new in ((self.keys[layer_idx], key_states), (self.values[layer_idx], value_states)):
+            if self.rows is not None:
+                new = new.index_select(0, self.rows)
+            rows = self.rows if self.rows is not None else torch.arange(new.shape[0], device=new.device)
+            if self.slots.shape[1] == 1 and self.write is None:  # one byte per row: (n, Hkv, hd) at (row, :, slot)
+                buf[rows, :, self.slots[:, 0]] = new[:, :, 0]
+            else:
+                index = (rows[:, None], slice(None), self.slots)  # selects (n, Q, Hkv, hd)
+                new = new.transpose(1, 2)  # (n, Q, Hkv, hd)
+                buf[index] = new if self.write is None else torch.where(self.write, new, buf[index])
+        return self.keys[layer_idx][:, :, : self.n_keys], self.values[layer_idx][:, :, : self.n_keys]
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        for store in (self.keys, self.values):
+            for i in store:
+                store[i] = store[i].index_select(0, rows)
+
+
+class WordKVCache:
+    """Backbone KV cache with a word count per row, so that a step can run on any subset of rows.
+
+    `prefilling=True`: `update` stores all W words of every row and returns them (the prefill attends to all).
+    Afterwards the owner calls `begin_step(rows, positions, n_keys)`: each of the n rows writes its one new word at
+    its own position, and the attention reads those rows' first `n_keys` slots (masked by length by the caller).
+    """
+
+    def __init__(self):
+        self.keys: dict[int, torch.Tensor] = {}  # layer -> (B, Hkv, capacity, hd)
+        self.values: dict[int, torch.Tensor] = {}
+        self.prefilling = True
+        self.rows: torch.Tensor | None = None  # (n,) rows of this step, None: all rows in order
+        self.positions: torch.Tensor | None = None  # (n,) slot each row writes
+        self.n_keys = 0
+
+    @property
+    def capacity(self) -> int:
+        return next(iter(self.keys.values())).shape[2] if self.keys else 0
+
+    def begin_step(self, rows: torch.Tensor | None, positions: torch.Tensor, n_keys: int) -> None:
+        self.prefilling, self.rows, self.positions, self.n_keys = False, rows, positions, n_keys
+        if n_keys > self.capacity:  # grow geometrically
+            new_cap = max(2 * self.capacity, n_keys, 16)
+            for store in (self.keys, self.values):
+                for i, buf in store.items():
+                    grown = buf.new_zeros(*buf.shape[:2], new_cap, buf.shape[3])
+                    grown[:, :, : buf.shape[2]] = buf
+                    store[i] = grown
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        """key_states, value_states (n, Hkv, Q, hd) -> keys and values to attend to."""
+        if self.prefilling:
+            B, H, W, D = key_states.shape
+            cap = max(2 * W, 16)
+            for store, new in ((self.keys, key_states), (self.values, value_states)):
+                buf = new.new_zeros(B, H, cap, D)
+                buf[:, :, :W] = new
+                store[layer_idx] = buf
+            return key_states, value_states
+        k, v = self.keys[layer_idx], self.values[layer_idx]
+        rows = self.rows if self.rows is not None else torch.arange(key_states.shape[0], device=k.device)
+        k[rows, :, self.positions] = key_states[:, :, 0]  # (n, Hkv, hd) at (row, :, position)
+        v[rows, :, self.positions] = value_states[:, :, 0]
+        k, v = k[:, :, : self.n_keys], v[:, :, : self.n_keys]
+        if self.rows is not None:
+            k, v = k.index_select(0, self.rows), v.index_select(0, self.rows)  # (n, Hkv, K, hd)
+        return k, v
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        for store in (self.keys, self.values):
+            for i in store:
+                store[i] = store[i].index_select(0, rows)
+
+
+@dataclass
+class ByteSlots:
+    """Byte position and validity of every ring slot, shared by the encoder and decoder caches.
+
+    `bias` (B, C) is the additive mask of each row's newest byte as a query (0: a valid key within `window`, else
+    the most negative value). `append` keeps it current with two writes per byte instead of rebuilding it.
+    """
+
+    positions: torch.Tensor  # (B, C) long
+    valid: torch.Tensor  # (B, C) bool
+    window: int
+    bias: torch.Tensor  # (B, C) float
+
+    @classmethod
+    def from_prefill(cls, positions, valid, window: int, dtype: torch.dtype) -> ByteSlots:
+        last = positions.max(1, keepdim=True).values  # (B, 1) every row's newest position
+        allowed = valid & (last - positions < window)
+        return cls(positions, valid, window, additive_mask(allowed, dtype))
+
+    def append(self, rows: torch.Tensor, cols: torch.Tensor, positions: torch.Tensor) -> None:
+        """Row `rows[i]` gets a byte at column `cols[i]`, position `positions[i]` (all (n,))."""
+        C = self.positions.shape[1]
+        self.positions[rows, cols % C] = positions
+        self.valid[rows, cols % C] = True
+        leaving = (cols - self.window) % C  # the slot whose byte leaves the window
+        self.bias[rows, leaving] = torch.where(cols >= self.window, torch.finfo(self.bias.dtype).min,
+                                               self.bias[rows, leaving])
+        self.bias[rows, cols % C] = 0.0
+
+    def select_rows(self, rows: torch.Tensor) -> ByteSlots:
+        return ByteSlots(self.positions.index_select(0, rows), self.valid.index_select(0, rows), self.window,
+                         self.bias.index_select(0, rows))
+
+    def mask(self, query_positions: torch.Tensor, window: int, n_keys: int, dtype: torch.dtype) -> torch.Tensor:
+        """query_positions (B, Q) -> additive mask (B, 1, Q, n_keys): causal, within `window`, valid keys only."""
+        kpos = self.positions[:, None, :n_keys]  # (B, 1, K)
+        qpos = query_positions[:, :, None]  # (B, Q, 1)
+        allowed = self.valid[:, None, :n_keys] & (kpos <= qpos) & (qpos - kpos < window)  # (B, Q, K)
+        return additive_mask(allowed[:, None], dtype)
+
+
+class RotaryTable:
+    """cos / sin of a byte stack's RoPE for positions 0.., computed by the stack's own `rotary_emb`, grown on demand.
+
+    The encoder and decoder share one table when their rotary embeddings agree (the release's configs do).
+    """
+
+    def __init__(self, rotary_emb: torch.nn.Module, like: torch.Tensor):
+        self.rotary_emb, self.like = rotary_emb, like  # like: (1, 1, E) for dtype and device
+        self.cos = self.sin = None  # (L, hd)
+
+    def __call__(self, positions: torch.Tensor, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """positions (B, Q) -> cos, sin (B, Q, hd)."""
+        if self.cos is None or max_position >= self.cos.shape[0]:
+            n = max(2 * max_position, 1024)
+            cos, sin = self.rotary_emb(self.like, torch.arange(n, device=self.like.device)[None])  # (1, n, hd)
+            self.cos, self.sin = cos[0], sin[0]
+        return self.cos[positions], self.sin[positions]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding state: prefill, encoder step, backbone step, decoder step
+# ----------------------------------------------------------------------------------------------------------
+@dataclass
+class DecodeState:
+    """Everything cached decoding needs, one row per sequence. Columns count bytes including left padding."""
+
+    length: list[int]  # columns of each row so far (prompt + generated)
+    pad: torch.Tensor  # (B,) left padding of each row, in columns
+    slots: ByteSlots
+    encoder_cache: ByteKVCache
+    decoder_cache: ByteKVCache
+    word_cache: WordKVCache
+    num_words: list[int]  # complete words per row (= its backbone cache length)
+    enc_ring: torch.Tensor  # (B, R, E) encoder output of column c at slot c % R
+    word_pred: torch.Tensor  # (B, D) backbone prediction for each row's current word
+    conditioning: list[torch.Tensor | None]  # per decoder block: (B, 1, E) term of each row's current word, or None
+    words: list  # per row a `hat.splitter.WordBoundaryDetector`
+    word_start: list[int]  # column of each row's current word's first byte (one past the end if it is empty)
+    pending: list[list[tuple[int, int]]]  # per row: completed words (start column, length) awaiting the backbone
+    redo: list[list[int]]  # per row: first columns of the words after the first one its last byte completed
+    waited: list[int]  # steps each parked row has waited
+    rotary: tuple[RotaryTable, RotaryTable] | None = None  # encoder's and decoder's (may be the same object)
+
+    def select_rows(self, rows: list[int]) -> None:
+        """Keep only `rows` (finished rows leave the batch)."""
+        idx = torch.tensor(rows, device=self.pad.device)
+        self.pad = self.pad.index_select(0, idx)
+        self.slots = self.slots.select_rows(idx)
+        for cache in (self.encoder_cache, self.decoder_cache, self.word_cache):
+            cache.select_rows(idx)
+        self.enc_ring = self.enc_ring.index_select(0, idx)
+        self.word_pred = self.word_pred.index_select(0, idx)
+        self.conditioning = [c if c is None else c.index_select(0, idx) for c in self.conditioning]
+        for name in ("length", "num_words", "words", "word_start", "pending", "redo", "waited"):
+            values = getattr(self, name)
+            setattr(self, name, [values[r] for r in rows])
+
+
+def word_conditioning(model, word_pred: torch.Tensor) -> list[torch.Tensor | None]:
+    """word_pred (n, D) -> per decoder block the term each byte of the word adds, (n, 1, E) (None: none)."""
+    blocks = model.model.decoder.decoder_layers
+    return [block.word_conditioning(word_pred[:, None]) if block.add_cross_attention else None for block in blocks]
+
+
+def _windows(model) -> tuple[int, int]:
+    return model.config.encoder_config.sliding_window, model.config.decoder_config.sliding_window
+
+
+@torch.no_grad()
+def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
+    """Run the (left padded) prompt through the model as `HATModel.forward` does, filling every cache.
+
+    All complete prompt words go through the backbone; the last word is the current one and is continued.
+    Returns the state and the last position's logits (B, 256).
+    """
+    hat, cfg = model.model, model.config
+    B, T = input_ids.shape
+    device = input_ids.device
+    dtype = hat.encoder.embedding_layer.weight.dtype
+    enc_window, dec_window = _windows(model)
+    capacity = max(enc_window, dec_window) + BYTE_CACHE_SLACK
+    ring = cfg.max_word_size + BYTE_CACHE_SLACK
+
+    word_lengths = hat.word_lengths(input_ids, attention_mask)
+    layout = build_layout(word_lengths, attention_mask)
+    W = layout.word_valid.shape[1]
+    encoder_cache, decoder_cache, word_cache = ByteKVCache(capacity), ByteKVCache(capacity), WordKVCache()
+
+    # Encoder over the prompt bytes
+    enc_mask = additive_mask(causal_mask(layout.byte_valid, enc_window), dtype)  # (B, 1, T, T)
+    byte_states = hat.encoder(input_ids, enc_mask, layout.byte_positions, past_key_values=encoder_cache)  # (B, T, E)
+
+    # Connector and backbone over all words; the cache keeps the complete ones (the last word's slot is overwritten)
+    word_positions = torch.arange(W, device=device).expand(B, W)  # (B, W)
+    word_embeds = hat.encoder_connector(
+        byte_states, layout.byte_positions, layout.word_bytes, layout.word_bytes_valid, word_positions
+    )  # (B, W, D)
+    word_mask = additive_mask(causal_mask(layout.word_valid), dtype)  # (B, 1, W, W)
+    word_states = hat.backbone(word_embeds, word_mask, word_positions, past_key_values=word_cache)  # (B, W, D)
+    word_preds = hat.decoder_connector(word_states)  # (B, W, D)
+
+    # Decoder over the prompt bytes
+    dec_mask = enc_mask
+    if dec_window != enc_window:
+        dec_mask = additive_mask(causal_mask(layout.byte_valid, dec_window), dtype)
+    out = hat.decoder(byte_states, word_preds, layout.byte_word, dec_mask, layout.byte_positions,
+                      past_key_values=decoder_cache)  # (B, T, E)
+    logits = model.lm_head(hat.layer_norm(out[:, -1]))  # (B, 256)
+
+    # Slot bookkeeping of the byte ring, the encoder-state ring, each row's current word
+    cols = torch.arange(T, device=device)
+    keep = cols[-min(T, capacity):]
+    positions = torch.zeros(B, capacity, dtype=torch.long, device=device)
+    valid = torch.zeros(B, capacity, dtype=torch.bool, device=device)
+    positions[:, keep % capacity] = layout.byte_positions[:, keep]
+    valid[:, keep % capacity] = layout.byte_valid[:, keep]
+    enc_ring = byte_states.new_zeros(B, ring, byte_states.shape[-1])
+    keep = cols[-min(T, ring):]
+    enc_ring[:, keep % ring] = byte_states[:, keep]
+
+    n_words = [len(w) for w in word_lengths]
+    last = torch.tensor([n - 1 for n in n_words], device=device)
+    word_pred = word_preds[torch.arange(B, device=device), last]  # (B, D) prediction for each current word
+    ids, mask = input_ids.cpu(), attention_mask.bool().cpu()
+    words = [WordBoundaryDetector(cfg.special_byte_values, cfg.max_word_size, prefix=bytes(ids[b][mask[b]].tolist()))
+             for b in range(B)]
+    like = byte_states.new_zeros(1, 1, byte_states.shape[-1])
+    enc_rope, dec_rope = hat.encoder.rotary_emb, hat.decoder.rotary_emb
+    encoder_rotary = RotaryTable(enc_rope, like)
+    same = torch.equal(enc_rope.inv_freq, dec_rope.inv_freq)
+    same = same and enc_rope.attention_scaling == dec_rope.attention_scaling
+    decoder_rotary = encoder_rotary if same else RotaryTable(dec_rope, like)
+    state = DecodeState(
+        length=[T] * B, pad=(attention_mask == 0).sum(1),
+        slots=ByteSlots.from_prefill(positions, valid, enc_window, dtype),
+        encoder_cache=encoder_cache, decoder_cache=decoder_cache, word_cache=word_cache,
+        num_words=[n - 1 for n in n_words], enc_ring=enc_ring, word_pred=word_pred,
+        conditioning=word_conditioning(model, word_pred), words=words, word_start=[T - w[-1] for w in word_lengths],
+        pending=[[] for _ in range(B)], redo=[[] for _ in range(B)], waited=[0] * B,
+        rotary=(encoder_rotary, decoder_rotary),
+    )
+    return state, logits
+
+
+def encode_step(model, state: DecodeState, rows: list[int], next_ids: list[int]) -> None:
+    """Append byte `next_ids[i]` to row `rows[i]`: encoder step, then the row's word boundaries.
+
+    A row whose byte completed words gets them in `state.pending` (it is parked until the backbone runs).
+    """
+    hat = model.model
+    device = state.pad.device
+    B, n = len(state.length), len(rows)
+    all_rows = n == B
+    rows_t = None if all_rows else torch.tensor(rows, device=device)
+    capacity, ring = state.encoder_cache.capacity, state.enc_ring.shape[1]
+    for r in rows:
+        state.length[r] += 1
+    cols = torch.tensor([state.length[r] - 1 for r in rows], device=device)  # (n,) column of each new byte
+    pos = cols - (state.pad if all_rows else state.pad.index_select(0, rows_t))  # (n,)
+    row_idx = torch.arange(B, device=device) if all_rows else rows_t
+    state.slots.append(row_idx, cols, pos)
+
+    # Every row runs (fixed shapes); rows not in `rows` get a dummy byte and write nothing
+    n_keys = min(max(state.length), capacity)
+    ids = torch.tensor(next_ids, device=device)
+    if not all_rows:
+        ids = torch.zeros(B, dtype=torch.long, device=device).index_copy(0, rows_t, ids)
+        pos = torch.zeros(B, dtype=torch.long, device=device).index_copy(0, rows_t, pos)
+    enc_mask = state.slots.bias[:, None, None, :n_keys]  # (B, 1, 1, K): each row's newest byte as the query
+    rotary = state.rotary[0](pos[:, None], max(state.length))  # cos, sin (B, 1, hd)
+    state.encoder_cache.begin_step(rows_t, (cols % capacity)[:, None], None, n_keys)
+    byte_states = hat.encoder(ids[:, None], enc_mask, pos[:, None], past_key_values=state.encoder_cache,
+                              position_embeddings=rotary)  # (B, 1, E)
+    new = byte_states[:, 0] if all_rows else byte_states[:, 0].index_select(0, rows_t)
+    state.enc_ring[row_idx, cols % ring] = new
+
+    # Word boundaries: the old current word [s0, col) may now be words w_0 .. w_m (w_m current)
+    for r, byte in zip(rows, next_ids):
+        start, redo = state.word_start[r], []
+        for word in state.words[r].push(byte).completed:
+            state.pending[r].append((start, len(word)))
+            start += len(word)
+            redo.append(start)  # first column of w_1 .. w_m: decoded under w_0's prediction, to be re-decoded
+        state.word_start[r] = start
+        state.redo[r] = redo
+
+
+def backbone_step(model, state: DecodeState, rows: list[int]) -> list[torch.Tensor]:
+    """Pool and run the pending words of `rows`, one backbone call per round (round k: each row's k-th word).
+
+    Returns `preds`: `preds[j]` (B, D) is the prediction for each row's word w_j of its last byte (w_0: the old one).
+    """
+    hat = model.model
+    device = state.pad.device
+    B, ring = len(state.length), state.enc_ring.shape[1]
+    preds = [state.word_pred.clone()]
+    for k in range(max(len(state.pending[r]) for r in rows)):
+        round_rows = [r for r in rows if len(state.pending[r]) > k]
+        starts = [state.pending[r][k][0] for r in round_rows]
+        lengths = [state.pending[r][k][1] for r in round_rows]
+        n, L = len(round_rows), max(lengths)
+        rows_t = torch.tensor(round_rows, device=device)
+        ar = torch.arange(L, device=device)
+        cols = torch.tensor(starts, device=device)[:, None] + ar  # (n, L) columns of each word's bytes
+        byte_states = state.enc_ring[rows_t[:, None], cols % ring]  # (n, L, E)
+        byte_positions = (cols - state.pad[rows_t, None]).clamp(min=0)  # (n, L)
+        bytes_valid = ar[None, :] < torch.tensor(lengths, device=device)[:, None]  # (n, L)
+        word_positions = torch.tensor([state.num_words[r] for r in round_rows], device=device)  # (n,)
+        word_embeds = hat.encoder_connector(
+            byte_states, byte_positions, ar.expand(n, 1, L), bytes_valid[:, None], word_positions[:, None]
+        )  # (n, 1, D)
+
+        n_keys = max(state.num_words[r] for r in round_rows) + 1
+        state.word_cache.begin_step(None if round_rows == list(range(B)) else rows_t, word_positions, n_keys)
+        key_pos = torch.arange(n_keys, device=device)
+        word_mask = additive_mask((key_pos[None, :] <= word_positions[:, None])[:, None, None], word_embeds.dtype)
+        word_states = hat.backbone(word_embeds, word_mask, word_positions[:, None],
+                                   past_key_values=state.word_cache)  # (n, 1, D); mask (n, 1, 1, K)
+        state.word_pred[rows_t] = word_states[:, 0]  # the prediction for each row's next word
+        for cond, term in zip(state.conditioning, word_conditioning(model, word_states[:, 0])):
+            if cond is not None:
+                cond[rows_t] = term
+        for r in round_rows:
+            state.num_words[r] += 1
+        preds.append(state.word_pred.clone())
+    for r in rows:
+        state.pending[r], state.waited[r] = [], 0
+    return preds
+
+
+def decode_step(model, state: DecodeState, rows: list[int], preds: list[torch.Tensor] | None) -> torch.Tensor:
+    """Decoder step for `rows` (their newest byte, plus re-decoded bytes); returns their next logits (n, 256).
+
+    `preds` comes from `backbone_step` if it ran for some of the rows in this step.
+    """
+    hat = model.model
+    device = state.pad.device
+    B, n = len(state.length), len(rows)
+    all_rows = n == B
+    rows_t = None if all_rows else torch.tensor(rows, device=device)
+    enc_window, dec_window = _windows(model)
+    capacity, ring = state.decoder_cache.capacity, state.enc_ring.shape[1]
+    n_keys = min(max(state.length), capacity)
+    cols = torch.tensor([state.length[r] - 1 for r in rows], device=device)  # (n,)
+    # Bytes before the newest one to re-decode, and whether the newest byte sits in a completed word (a special
+    # byte or a word at max_word_size is completed at once): both need each position's own word prediction.
+    redo = [max(0, state.length[r] - 1 - state.redo[r][0]) if state.redo[r] else 0 for r in rows]
+    own_words = any(redo) or any(state.redo[r] and state.redo[r][-1] >= state.length[r] for r in rows)
+    K = max(redo)
+    if K >= BYTE_CACHE_SLACK:
+        raise RuntimeError(
+            f"a word boundary moved {K} bytes back; the byte cache re-decodes at most {BYTE_CACHE_SLACK - 1}"
+        )
+    back = torch.arange(K, -1, -1, device=device)  # (Q,) K .. 0
+    cols = cols[:, None] - back  # (n, Q)
+    pad = state.pad if all_rows else state.pad.index_select(0, rows_t)
+    pos = (cols - pad[:, None]).clamp(min=0)  # (n, Q)
+    row_idx = torch.arange(B, device=device) if all_rows else rows_t
+    dec_in = state.enc_ring[row_idx[:, None], cols % ring]  # (n, Q, E)
+    if not all_rows:  # every row runs; the others get zeros and write nothing
+        dec_in = dec_in.new_zeros(B, K + 1, dec_in.shape[-1]).index_copy(0, rows_t, dec_in)
+        pos = pos.new_zeros(B, K + 1).index_copy(0, rows_t, pos)
+    if K == 0 and dec_window == state.slots.window:  # every row's query is its newest byte (no re-decoding)
+        dec_mask = state.slots.bias[:, None, None, :n_keys]  # (B, 1, 1, K)
+    else:
+        dec_mask = state.slots.mask(pos, dec_window, n_keys, state.enc_ring.dtype)  # (B, 1, Q, K)
+    if not own_words:
+        write = None
+        word_preds = byte_word = None
+        conditioning = state.conditioning  # each row's current word
+    else:
+        write = None if K == 0 else (back[None, :] <= torch.tensor(redo, device=device)[:, None])[:, :, None, None]
+        preds = preds or [state.word_pred]
+        word_preds = torch.stack(preds, dim=1)  # (B, 1 + rounds, D)
+        byte_word = torch.zeros(B, K + 1, dtype=torch.long, device=device)
+        byte_word[torch.tensor(rows, device=device)] = torch.tensor(
+            [[sum(x <= c for x in state.redo[r]) for c in range(state.length[r] - 1 - K, state.length[r])]
+             for r in rows],
+            device=device,
+        )  # (B, Q): index of each position's word in word_preds
+        conditioning = None
+    state.decoder_cache.begin_step(rows_t, cols % capacity, write, n_keys)
+    out = hat.decoder(dec_in, word_preds, byte_word, dec_mask, pos, past_key_values=state.decoder_cache,
+                      word_conditioning=conditioning, position_embeddings=state.rotary[1](pos, max(state.length)))
+    for r in rows:
+        state.redo[r] = []
+    last = out[:, -1] if all_rows else out[:, -1].index_select(0, rows_t)
+    return model.lm_head(hat.layer_norm(last))  # (n, 256)
+
+
+def advance(
+    model, state: DecodeState, rows: list[int], next_ids: list[int], word_sync: bool
+) -> tuple[list[int], torch.Tensor]:
+    """Append one byte to each of `rows`; return the rows that have next-byte logits now, and those logits.
+
+    Rows whose byte ended a word park until the backbone runs: with `word_sync` once `WORD_SYNC_QUORUM` of the rows
+    are parked, no row is running, or a row waited `WORD_SYNC_PATIENCE` steps; else at once (lockstep). All rows of
+    the state are unfinished; `rows` may be empty (all ready rows just finished) while others are parked.
+    """
+    with torch.no_grad():
+        if rows:
+            encode_step(model, state, rows, next_ids)
+        parked = [r for r in range(len(state.length)) if state.pending[r]]
+        running = [r for r in rows if not state.pending[r]]
+        preds = None
+        if parked and (
+            not word_sync or not running or len(parked) >= WORD_SYNC_QUORUM * len(state.length)
+            or max(state.waited[r] for r in parked) >= WORD_SYNC_PATIENCE
+        ):
+            preds = backbone_step(model, state, parked)
+            ready = sorted(set(running) | set(parked))
+        else:
+            ready = running
+            for r in parked:
+                state.waited[r] += 1
+        return ready, decode_step(model, state, ready, preds)
+
+
+@torch.no_grad()
+def full_recompute_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The reference: segment the whole sequences with the splitter and run the full forward; last logits (B, 256)."""
+    return model(input_ids, attention_mask=attention_mask, logits_to_keep=1).logits[:, -1]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sampling and stopping
+# ----------------------------------------------------------------------------------------------------------
+def select_next(scores: torch.Tensor, do_sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
+    """scores (B, V) after the processors -> next ids (B,): argmax, or a draw from softmax(scores)."""
+    if not do_sample:
+        return scores.argmax(-1)
+    probs = torch.softmax(scores.float(), dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+def stop_string_hits(tails: list[bytearray], stop_strings: list[bytes]) -> list[bool]:
+    """Whether each row's generated bytes end with one of `stop_strings` (byte-level, so any UTF-8 works)."""
+    return [any(tail.endswith(s) for s in stop_strings) for tail in tails]
+
+
+def _stop_strings(value) -> list[bytes]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)):
+        value = [value]
+    out = [s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in value]
+    if any(not s for s in out):
+        raise ValueError(f"stop_strings must be non-empty, got {value!r}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# generate
+# ----------------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def generate(
+    model,
+    inputs: torch.Tensor | None = None,
+    generation_config: GenerationConfig | None = None,
+    logits_processor: LogitsProcessorList | None = None,
+    stopping_criteria: StoppingCriteriaList | None = None,
+    prefix_allowed_tokens_fn: Callable | None = None,
+    streamer=None,
+    generator: torch.Generator | None = None,
+    word_sync: bool | None = None,
+    **kwargs,
+) -> torch.LongTensor | GenerateDecoderOnlyOutput:
+    r"""Generate bytes, batched and cached; the arguments are those of HF's `generate` (see the module docstring).
+
+    Args:
+        inputs (`torch.LongTensor` of shape `(B, T)`, *optional*): prompt bytes (or pass `input_ids=`), left padded.
+        generation_config (`GenerationConfig`, *optional*): defaults to `model.generation_config`; keyword arguments
+            override its fields (`max_new_tokens` counts bytes, `do_sample`, `temperature`, `top_k`, `top_p`,
+            `eos_token_id`, `stop_strings`, `use_cache`, `return_dict_in_generate`, `output_scores`, ...).
+        logits_processor (`LogitsProcessorList`, *optional*): extra processors, applied as in HF's `generate`.
+        stopping_criteria (`StoppingCriteriaList`, *optional*): extra criteria, called with `(input_ids, scores)`.
+        streamer (`BaseStreamer`, *optional*): gets `put(prompt_ids)`, then `put(next_ids)` per step, then `end()`.
+        generator (`torch.Generator`, *optional*): the random source for sampling (default: torch's global one).
+        word_sync (`bool`, *optional*): let rows that completed a word wait for each other so that the backbone runs
+            for many rows at once (module docstring). Default: on for several rows unless a streamer, a custom
+            processor / stopping criterion or a processor with per-batch state needs lockstep. `True` with custom
+            processors or criteria: they must treat rows one by one (they get groups of rows of equal length).
+        attention_mask (`torch.Tensor` of shape `(B, T)`, *optional*): 1 for real bytes, 0 for left padding.
+
+    Returns:
+        `torch.LongTensor` `(B, T + n)`, prompt and generated bytes, rows that finished early padded with
+        `pad_token_id` (or a `GenerateDecoderOnlyOutput` with `return_dict_in_generate=True`).
+
+    Raises:
+        ValueError: right padding, an empty prompt row, ids outside 0-255, unknown or unsupported arguments.
+    """
+    input_ids = kwargs.pop("input_ids", None)
+    if inputs is not None and input_ids is not None:
+        raise ValueError("pass the prompt as `inputs` or `input_ids`, not both")
+    input_ids = inputs if inputs is not None else input_ids
+    attention_mask = kwargs.pop("attention_mask", None)
+    kwargs.pop("tokenizer", None)  # HF takes it for token-level stop strings; ours are byte-level
+    kwargs.pop("token_type_ids", None)
+    kwargs.pop("synced_gpus", None)
+    for name, default in _UNSUPPORTED.items():
+        if kwargs.get(name, default) not in (default, None):
+            raise ValueError(f"HAT generate does not support {name}={kwargs[name]!r}")
+    kwargs.pop("assistant_model", None)
+
+    generation_config, model_kwargs = model._prepare_generation_config(generation_config, **kwargs)
+    for key in ("output_attentions", "output_hidden_states"):
+        model_kwargs.pop(key, None)
+    if model_kwargs:
+        raise ValueError(f"generate got unknown arguments {sorted(model_kwargs)}")
+    for name, default in _UNSUPPORTED.items():
+        if getattr(generation_config, name, default) not in (default, None):
+            raise ValueError(f"HAT generate does not support {name}={getattr(generation_config, name)!r}")
+
+    # Inputs
+    if input_ids is None:
+        raise ValueError("generate needs a prompt: `input_ids` of shape (batch, bytes)")
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    device = model.device
+    input_ids = input_ids.to(device)
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) > 255):
+        raise ValueError(f"input_ids must be byte values 0-255, got [{int(input_ids.min())}, {int(input_ids.max())}]")
+    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+    mask_cpu = attention_mask.bool().cpu()
+    if not mask_cpu.any(1).all():
+        raise ValueError(f"rows {mask_cpu.any(1).logical_not().nonzero().flatten().tolist()} of the prompt are empty")
+    if (mask_cpu[:, 1:].long() - mask_cpu[:, :-1].long()).lt(0).any():
+        raise ValueError("generate needs left padding: use tokenizer(..., padding=True, padding_side='left')")
+    if generation_config.num_return_sequences and generation_config.num_return_sequences > 1:
+        if not generation_config.do_sample:
+            raise ValueError("num_return_sequences > 1 needs do_sample=True (greedy decoding gives equal copies)")
+        input_ids = input_ids.repeat_interleave(generation_config.num_return_sequences, 0)
+        attention_mask = attention_mask.repeat_interleave(generation_config.num_return_sequences, 0)
+    B, T0 = input_ids.shape
+
+    # Limits, special tokens, processors, stopping
+    if generation_config.max_new_tokens is not None:
+        max_new = generation_config.max_new_tokens
+    else:
+        max_new = generation_config.max_length - T0
+    if max_new < 1:
+        raise ValueError(
+            f"nothing to generate: max_new_tokens={generation_config.max_new_tokens}, max_length="
+            f"{generation_config.max_length}, prompt length {T0}; set max_new_tokens >= 1 (bytes)"
+        )
+    model._prepare_special_tokens(generation_config, kwargs_has_attention_mask=True, device=device, batch_size=B)
+    eos = generation_config._eos_token_tensor  # (n_eos,) or None
+    eos_ids = set(eos.tolist()) if eos is not None else set()
+    pad_id = generation_config._pad_token_tensor
+    pad_id = int(pad_id) if pad_id is not None else 0
+    processors = model._get_logits_processor(
+        generation_config=generation_config, input_ids_seq_length=T0, encoder_input_ids=input_ids,
+        prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, logits_processor=logits_processor, device=device,
+        model_kwargs={"attention_mask": attention_mask},
+    )
+    stops = _stop_strings(generation_config.stop_strings)
+    criteria = stopping_criteria if stopping_criteria is not None else StoppingCriteriaList()
+    use_cache = generation_config.use_cache is not False
+    want_scores = generation_config.return_dict_in_generate and generation_config.output_scores
+    want_logits = generation_config.return_dict_in_generate and generation_config.output_logits
+    # Word sync needs the cache, and processors / criteria that treat rows one by one (they then get groups of rows
+    # of equal length); by default it is on where that holds for sure.
+    if word_sync and (not use_cache or (streamer is not None and B > 1)):
+        raise ValueError("word_sync=True needs use_cache=True and, with a streamer, a single row")
+    if word_sync is None:
+        word_sync = (
+            B > 1 and use_cache and streamer is None and not criteria and prefix_allowed_tokens_fn is None
+            and not logits_processor and all(isinstance(p, _ROW_WISE_PROCESSORS) for p in processors)
+        )
+
+    # Prefill
+    if streamer is not None:
+        streamer.put(input_ids.cpu())
+    buffer = torch.full((B, T0 + max_new), pad_id, dtype=torch.long, device=device)  # prompt + generated bytes
+    buffer[:, :T0] = input_ids
+    mask_buffer = torch.ones(B, T0 + max_new, dtype=attention_mask.dtype, device=device)
+    mask_buffer[:, :T0] = attention_mask
+    if use_cache:
+        state, logits = prefill(model, input_ids, attention_mask)
+    else:
+        state, logits = None, full_recompute_logits(model, input_ids, attention_mask)
+    active = list(range(B))  # batch row of each state row (unfinished rows)
+    ready = list(range(B))  # state rows that have next-byte logits (`logits`, in this order)
+    n_gen = [0] * B  # bytes generated per batch row
+    tails = [bytearray() for _ in range(B)]  # generated bytes per batch row, for stop strings
+    scores_out, logits_out = [], []
+
+    while ready:
+        # Sample one byte for each ready row. Lockstep: every unfinished row, and HF's view of the whole batch
+        # (finished rows get zero logits, then pad). Word sync: rows grouped by length, the processors being row-wise.
+        batch_rows = [active[r] for r in ready]
+        if not word_sync:
+            rows_t = torch.tensor(batch_rows, device=device)
+            full = logits.new_zeros(B, logits.shape[-1]).float().index_copy(0, rows_t, logits.float())  # (B, 256)
+            T = T0 + n_gen[batch_rows[0]]
+            scores = processors(buffer[:, :T], full) if len(processors) else full
+            chosen = select_next(scores, generation_config.do_sample, generator)  # (B,)
+            if want_scores:
+                scores_out.append(scores)
+            if want_logits:
+                logits_out.append(full)
+            step_ids = torch.full_like(chosen, pad_id).index_copy(0, rows_t, chosen.index_select(0, rows_t))
+            buffer[:, T] = step_ids
+            next_list = chosen.index_select(0, rows_t).tolist()
+            if streamer is not None:
+                streamer.put(step_ids.cpu())
+            if len(criteria):
+                hits = criteria(buffer[:, : T + 1], scores).index_select(0, rows_t).tolist()
+        else:
+            next_list, hits = [0] * len(ready), [False] * len(ready)
+            groups: dict[int, list[int]] = {}
+            for i, b in enumerate(batch_rows):
+                groups.setdefault(n_gen[b], []).append(i)
+            for n, members in groups.items():
+                idx = torch.tensor(members, device=device)
+                rows_t = torch.tensor([batch_rows[i] for i in members], device=device)
+                scores = logits.index_select(0, idx).float()
+                scores = processors(buffer[rows_t, : T0 + n], scores) if len(processors) else scores
+                chosen = select_next(scores, generation_config.do_sample, generator)
+                buffer[rows_t, T0 + n] = chosen
+                for i, c in zip(members, chosen.tolist()):
+                    next_list[i] = c
+                if len(criteria):
+                    for i, h in zip(members, criteria(buffer[rows_t, : T0 + n + 1], scores).tolist()):
+                        hits[i] = h
+                for out, values in ((scores_out, scores if want_scores else None),
+                                    (logits_out, logits.index_select(0, idx).float() if want_logits else None)):
+                    if values is not None:  # per step of the batch, as in lockstep (rows not there: zeros)
+                        while len(out) <= n:
+                            out.append(values.new_zeros(B, values.shape[-1]))
+                        out[n][rows_t] = values
+
+        # Which rows finish with this byte
+        finished = []
+        for i, (b, byte) in enumerate(zip(batch_rows, next_list)):
+            n_gen[b] += 1
+            done = byte in eos_ids or n_gen[b] >= max_new or (len(criteria) > 0 and bool(hits[i]))
+            if stops:
+                tails[b].append(byte)
+                done = done or stop_string_hits([tails[b]], stops)[0]
+            finished.append(done)
+        done_rows = {ready[i] for i, f in enumerate(finished) if f}
+        keep = [r for r in range(len(active)) if r not in done_rows]
+        if not keep:
+            break
+        step_rows = [ready[i] for i, f in enumerate(finished) if not f]
+        step_ids = [next_list[i] for i, f in enumerate(finished) if not f]
+        if len(keep) < len(active):  # finished rows leave the batch (and its caches)
+            new_index = {r: i for i, r in enumerate(keep)}
+            active = [active[r] for r in keep]
+            step_rows = [new_index[r] for r in step_rows]
+            if state is not None:
+                state.select_rows(keep)
+
+        # Next logits
+        if use_cache:
+            ready, logits = advance(model, state, step_rows, step_ids, word_sync)
+        else:
+            ready = list(range(len(active)))
+            rows_t = torch.tensor(active, device=device)
+            T = T0 + n_gen[active[0]]
+            logits = full_recompute_logits(
+                model, buffer[:, :T].index_select(0, rows_t), mask_buffer[:, :T].index_select(0, rows_t)
+            )
+
+    if streamer is not None:
+        streamer.end()
+    sequences = buffer[:, : T0 + max(n_gen)]
+    if generation_config.return_dict_in_generate:
+        return GenerateDecoderOnlyOutput(
+            sequences=sequences,
+            scores=tuple(scores_out) if want_scores else None,
+            logits=tuple(logits_out) if want_logits else None,
+        )
+    return sequences
