@@ -153,6 +153,17 @@ def gather_words(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------------
 # Modules (names are the release's)
 # ----------------------------------------------------------------------------------------------------------
+def run_layers(layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values=None):
+    """Llama decoder layers in sequence over (B, N, D) states; each updates `past_key_values` when one is given."""
+    for layer in layers:
+        hidden_states = layer(
+            hidden_states, attention_mask=attention_mask, position_ids=positions,
+            past_key_values=past_key_values, use_cache=past_key_values is not None,
+            position_embeddings=position_embeddings,
+        )
+    return hidden_states
+
+
 def _cross_rope_config(owner: LlamaConfig, cross: CrossAttentionConfig) -> LlamaConfig:
     cfg = copy.deepcopy(owner)
     cfg.head_dim = cross.head_dim
@@ -233,13 +244,7 @@ class HATEncoder(nn.Module):
         hidden_states = self.embedding_layer(input_ids)  # (B, T, E)
         if position_embeddings is None:
             position_embeddings = self.rotary_emb(hidden_states, positions)
-        for layer in self.layers:
-            hidden_states = layer(
-                hidden_states, attention_mask=attention_mask, position_ids=positions,
-                past_key_values=past_key_values, use_cache=past_key_values is not None,
-                position_embeddings=position_embeddings,
-            )
-        return hidden_states
+        return run_layers(self.layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values)
 
 
 class HATEncoderConnector(nn.Module):
@@ -286,13 +291,7 @@ class HATBackbone(nn.Module):
         """word_embeds (B, W, D), attention_mask (B, 1, W, K), positions (B, W) -> word_states (B, W, D)."""
         hidden_states = word_embeds
         position_embeddings = self.rotary_emb(hidden_states, positions)
-        for layer in self.layers:
-            hidden_states = layer(
-                hidden_states, attention_mask=attention_mask, position_ids=positions,
-                past_key_values=past_key_values, use_cache=past_key_values is not None,
-                position_embeddings=position_embeddings,
-            )
-        return hidden_states
+        return run_layers(self.layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values)
 
 
 class HATDecoderConnector(nn.Module):

@@ -19,12 +19,6 @@ def tiny_model():
 
 def encode(texts: list[str], padding_side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """UTF-8 bytes of `texts`, padded with 0 to the longest, and the attention mask."""
-    rows = [list(t.encode("utf-8")) for t in texts]
-    T = max(len(r) for r in rows)
-    ids = torch.zeros(len(rows), T, dtype=torch.long)
-    mask = torch.zeros(len(rows), T, dtype=torch.long)
-    for b, r in enumerate(rows):
-        sl = slice(0, len(r)) if padding_side == "right" else slice(T - len(r), T)
-        ids[b, sl] = torch.tensor(r, dtype=torch.long)
-        mask[b, sl] = 1
-    return ids, mask
+    from eval.intrinsic import pad_rows
+
+    return pad_rows([list(t.encode("utf-8")) for t in texts], 0, padding_side)
