@@ -24,15 +24,13 @@ for throughput the rows should not even move in lockstep (below). Squeezing this
 loop, the word segmentation and three caches behind `prepare_inputs_for_generation`, with HF slicing `input_ids` by
 `cache_position` around it. Here each part is a small function over an explicit `DecodeState`.
 
-Caches (batch-first, one row per sequence):
-- `ByteKVCache` (encoder, decoder): a ring of `window + slack` slots per layer; byte column `c` of a row lives in slot
-  `c % capacity`, so memory is bounded by the sliding window. `ByteSlots` keeps each slot's byte position and
-  validity (left padding) and builds the additive window mask of a step's queries.
-- `WordKVCache` (backbone): per layer a `(B, Hkv, capacity, hd)` buffer and a word count per row; a backbone step
-  runs for any subset of rows, each writing its word at its own length, attention masked by length (no holes).
-- `enc_ring`: the encoder states of each row's last `max_word_size + slack` bytes, which the connector pools when a
-  word ends and the decoder re-reads when it re-decodes positions.
-Per step the byte stacks reuse one incrementally kept window mask (`ByteSlots.bias`) and one RoPE table.
+Caches (`hat.caches`, batch-first, one row per sequence): a sliding-window ring `ByteKVCache` each for the encoder
+and the decoder, a `WordKVCache` for the backbone that any subset of rows can advance, and `enc_ring`, the encoder
+states of each row's last `max_word_size + slack` bytes, which the connector pools when a word ends and the decoder
+re-reads when it re-decodes positions. Per step the byte stacks reuse one incrementally kept window mask
+(`ByteSlots.bias`, or none while every row may see every slot) and one RoPE table, and run their layers as
+`hat.fused.FusedStack`s: the same math as transformers' `LlamaDecoderLayer` in a third of the tensor ops, which is
+what a width-128 layer's cost is made of (layers the stack cannot fuse run as themselves).
 
 Word boundaries (SPEC §3): each row has a `hat.splitter.WordBoundaryDetector`, which re-splits the row's current word
 plus each new byte with the splitter's byte rule. The words it reports complete are pooled by the connector, and the
@@ -74,7 +72,9 @@ from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria
 from transformers.generation import logits_process as lp
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from .modeling import additive_mask, build_layout, causal_mask
+from .caches import ByteKVCache, ByteSlots, RotaryTable, WordKVCache
+from .fused import FusedStack, fused_stack
+from .modeling import additive_mask, build_layout, causal_mask, gather_words
 from .splitter import WordBoundaryDetector
 
 # Ring slots beyond the sliding window: a step may re-decode up to this many trailing positions minus one.
@@ -101,176 +101,6 @@ _ROW_WISE_PROCESSORS = tuple(
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Caches
-# ----------------------------------------------------------------------------------------------------------
-class ByteKVCache:
-    """Sliding-window KV cache of a byte-level stack (encoder or decoder): a ring of `capacity` slots per layer.
-
-    Duck-types the one `Cache` method a `LlamaDecoderLayer` calls, `update(key_states, value_states, layer_idx)`.
-    `prefilling=True`: the call stores the last `capacity` columns and attends to all of its own keys. Afterwards the
-    owner calls `begin_step(rows, slots, write, n_keys)` before each step: row `rows[i]` stores its Q new keys in
-    `slots[i]` where `write[i]` holds (the other positions keep their entries), and attention reads the first
-    `n_keys` slots of every row.
-    """
-
-    def __init__(self, capacity: int):
-        self.capacity = capacity
-        self.keys: dict[int, torch.Tensor] = {}  # layer -> (B, Hkv, C, hd)
-        self.values: dict[int, torch.Tensor] = {}
-        self.prefilling = True
-        self.rows: torch.Tensor | None = None  # (n,) rows that write, None: all rows
-        self.slots: torch.Tensor | None = None  # (n, Q)
-        self.write: torch.Tensor | None = None  # (n, Q, 1, 1) bool, None: all
-        self.n_keys = capacity
-
-    def begin_step(self, rows, slots, write, n_keys) -> None:
-        self.prefilling, self.rows, self.slots, self.write, self.n_keys = False, rows, slots, write, n_keys
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        """key_states, value_states (B, Hkv, Q, hd) -> the keys and values the step attends to (B, Hkv, K, hd)."""
-        if self.prefilling:  # T columns: keep the last C of them
-            B, H, T, D = key_states.shape
-            keep = min(T, self.capacity)
-            slots = torch.arange(T - keep, T, device=key_states.device) % self.capacity  # (keep,)
-            for store, new in ((self.keys, key_states), (self.values, value_states)):
-                buf = new.new_zeros(B, H, self.capacity, D)
-                buf[:, :, slots] = new[:, :, T - keep :]
-                store[layer_idx] = buf
-            return key_states, value_states
-        for buf, new in ((self.keys[layer_idx], key_states), (self.values[layer_idx], value_states)):
-            if self.rows is not None:
-                new = new.index_select(0, self.rows)
-            rows = self.rows if self.rows is not None else torch.arange(new.shape[0], device=new.device)
-            if self.slots.shape[1] == 1 and self.write is None:  # one byte per row: (n, Hkv, hd) at (row, :, slot)
-                buf[rows, :, self.slots[:, 0]] = new[:, :, 0]
-            else:
-                index = (rows[:, None], slice(None), self.slots)  # selects (n, Q, Hkv, hd)
-                new = new.transpose(1, 2)  # (n, Q, Hkv, hd)
-                buf[index] = new if self.write is None else torch.where(self.write, new, buf[index])
-        return self.keys[layer_idx][:, :, : self.n_keys], self.values[layer_idx][:, :, : self.n_keys]
-
-    def select_rows(self, rows: torch.Tensor) -> None:
-        for store in (self.keys, self.values):
-            for i in store:
-                store[i] = store[i].index_select(0, rows)
-
-
-class WordKVCache:
-    """Backbone KV cache with a word count per row, so that a step can run on any subset of rows.
-
-    `prefilling=True`: `update` stores all W words of every row and returns them (the prefill attends to all).
-    Afterwards the owner calls `begin_step(rows, positions, n_keys)`: each of the n rows writes its one new word at
-    its own position, and the attention reads those rows' first `n_keys` slots (masked by length by the caller).
-    """
-
-    def __init__(self):
-        self.keys: dict[int, torch.Tensor] = {}  # layer -> (B, Hkv, capacity, hd)
-        self.values: dict[int, torch.Tensor] = {}
-        self.prefilling = True
-        self.rows: torch.Tensor | None = None  # (n,) rows of this step, None: all rows in order
-        self.positions: torch.Tensor | None = None  # (n,) slot each row writes
-        self.n_keys = 0
-
-    @property
-    def capacity(self) -> int:
-        return next(iter(self.keys.values())).shape[2] if self.keys else 0
-
-    def begin_step(self, rows: torch.Tensor | None, positions: torch.Tensor, n_keys: int) -> None:
-        self.prefilling, self.rows, self.positions, self.n_keys = False, rows, positions, n_keys
-        if n_keys > self.capacity:  # grow geometrically
-            new_cap = max(2 * self.capacity, n_keys, 16)
-            for store in (self.keys, self.values):
-                for i, buf in store.items():
-                    grown = buf.new_zeros(*buf.shape[:2], new_cap, buf.shape[3])
-                    grown[:, :, : buf.shape[2]] = buf
-                    store[i] = grown
-
-    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
-        """key_states, value_states (n, Hkv, Q, hd) -> keys and values to attend to."""
-        if self.prefilling:
-            B, H, W, D = key_states.shape
-            cap = max(2 * W, 16)
-            for store, new in ((self.keys, key_states), (self.values, value_states)):
-                buf = new.new_zeros(B, H, cap, D)
-                buf[:, :, :W] = new
-                store[layer_idx] = buf
-            return key_states, value_states
-        k, v = self.keys[layer_idx], self.values[layer_idx]
-        rows = self.rows if self.rows is not None else torch.arange(key_states.shape[0], device=k.device)
-        k[rows, :, self.positions] = key_states[:, :, 0]  # (n, Hkv, hd) at (row, :, position)
-        v[rows, :, self.positions] = value_states[:, :, 0]
-        k, v = k[:, :, : self.n_keys], v[:, :, : self.n_keys]
-        if self.rows is not None:
-            k, v = k.index_select(0, self.rows), v.index_select(0, self.rows)  # (n, Hkv, K, hd)
-        return k, v
-
-    def select_rows(self, rows: torch.Tensor) -> None:
-        for store in (self.keys, self.values):
-            for i in store:
-                store[i] = store[i].index_select(0, rows)
-
-
-@dataclass
-class ByteSlots:
-    """Byte position and validity of every ring slot, shared by the encoder and decoder caches.
-
-    `bias` (B, C) is the additive mask of each row's newest byte as a query (0: a valid key within `window`, else
-    the most negative value). `append` keeps it current with two writes per byte instead of rebuilding it.
-    """
-
-    positions: torch.Tensor  # (B, C) long
-    valid: torch.Tensor  # (B, C) bool
-    window: int
-    bias: torch.Tensor  # (B, C) float
-
-    @classmethod
-    def from_prefill(cls, positions, valid, window: int, dtype: torch.dtype) -> ByteSlots:
-        last = positions.max(1, keepdim=True).values  # (B, 1) every row's newest position
-        allowed = valid & (last - positions < window)
-        return cls(positions, valid, window, additive_mask(allowed, dtype))
-
-    def append(self, rows: torch.Tensor, cols: torch.Tensor, positions: torch.Tensor) -> None:
-        """Row `rows[i]` gets a byte at column `cols[i]`, position `positions[i]` (all (n,))."""
-        C = self.positions.shape[1]
-        self.positions[rows, cols % C] = positions
-        self.valid[rows, cols % C] = True
-        leaving = (cols - self.window) % C  # the slot whose byte leaves the window
-        self.bias[rows, leaving] = torch.where(cols >= self.window, torch.finfo(self.bias.dtype).min,
-                                               self.bias[rows, leaving])
-        self.bias[rows, cols % C] = 0.0
-
-    def select_rows(self, rows: torch.Tensor) -> ByteSlots:
-        return ByteSlots(self.positions.index_select(0, rows), self.valid.index_select(0, rows), self.window,
-                         self.bias.index_select(0, rows))
-
-    def mask(self, query_positions: torch.Tensor, window: int, n_keys: int, dtype: torch.dtype) -> torch.Tensor:
-        """query_positions (B, Q) -> additive mask (B, 1, Q, n_keys): causal, within `window`, valid keys only."""
-        kpos = self.positions[:, None, :n_keys]  # (B, 1, K)
-        qpos = query_positions[:, :, None]  # (B, Q, 1)
-        allowed = self.valid[:, None, :n_keys] & (kpos <= qpos) & (qpos - kpos < window)  # (B, Q, K)
-        return additive_mask(allowed[:, None], dtype)
-
-
-class RotaryTable:
-    """cos / sin of a byte stack's RoPE for positions 0.., computed by the stack's own `rotary_emb`, grown on demand.
-
-    The encoder and decoder share one table when their rotary embeddings agree (the release's configs do).
-    """
-
-    def __init__(self, rotary_emb: torch.nn.Module, like: torch.Tensor):
-        self.rotary_emb, self.like = rotary_emb, like  # like: (1, 1, E) for dtype and device
-        self.cos = self.sin = None  # (L, hd)
-
-    def __call__(self, positions: torch.Tensor, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """positions (B, Q) -> cos, sin (B, Q, hd)."""
-        if self.cos is None or max_position >= self.cos.shape[0]:
-            n = max(2 * max_position, 1024)
-            cos, sin = self.rotary_emb(self.like, torch.arange(n, device=self.like.device)[None])  # (1, n, hd)
-            self.cos, self.sin = cos[0], sin[0]
-        return self.cos[positions], self.sin[positions]
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Decoding state: prefill, encoder step, backbone step, decoder step
 # ----------------------------------------------------------------------------------------------------------
 @dataclass
@@ -279,6 +109,7 @@ class DecodeState:
 
     length: list[int]  # columns of each row so far (prompt + generated)
     pad: torch.Tensor  # (B,) left padding of each row, in columns
+    padded: bool  # whether any row has left padding
     slots: ByteSlots
     encoder_cache: ByteKVCache
     decoder_cache: ByteKVCache
@@ -293,11 +124,19 @@ class DecodeState:
     redo: list[list[int]]  # per row: first columns of the words after the first one its last byte completed
     waited: list[int]  # steps each parked row has waited
     rotary: tuple[RotaryTable, RotaryTable] | None = None  # encoder's and decoder's (may be the same object)
+    # the encoder's and decoder's layers as `hat.fused.FusedStack`s for steps (None: run the modules themselves)
+    stacks: tuple[FusedStack | None, FusedStack | None] = (None, None)
+
+    def unmasked(self, window: int) -> bool:
+        """Whether each row's newest byte may attend to every cached slot (no padding, equal lengths, all in the
+        window): its step then needs no attention mask."""
+        return not self.padded and self.length[0] <= window and self.length.count(self.length[0]) == len(self.length)
 
     def select_rows(self, rows: list[int]) -> None:
         """Keep only `rows` (finished rows leave the batch)."""
         idx = torch.tensor(rows, device=self.pad.device)
         self.pad = self.pad.index_select(0, idx)
+        self.padded = bool(self.pad.any())
         self.slots = self.slots.select_rows(idx)
         for cache in (self.encoder_cache, self.decoder_cache, self.word_cache):
             cache.select_rows(idx)
@@ -384,13 +223,15 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
     same = same and enc_rope.attention_scaling == dec_rope.attention_scaling
     decoder_rotary = encoder_rotary if same else RotaryTable(dec_rope, like)
     state = DecodeState(
-        length=[T] * B, pad=(attention_mask == 0).sum(1),
+        length=[T] * B, pad=(attention_mask == 0).sum(1), padded=not bool(attention_mask.bool().all()),
         slots=ByteSlots.from_prefill(positions, valid, enc_window, dtype),
         encoder_cache=encoder_cache, decoder_cache=decoder_cache, word_cache=word_cache,
         num_words=[n - 1 for n in n_words], enc_ring=enc_ring, word_pred=word_pred,
         conditioning=word_conditioning(model, word_pred), words=words, word_start=[T - w[-1] for w in word_lengths],
         pending=[[] for _ in range(B)], redo=[[] for _ in range(B)], waited=[0] * B,
         rotary=(encoder_rotary, decoder_rotary),
+        stacks=(fused_stack(hat.encoder, hat.encoder.layers),
+                fused_stack(hat.decoder, [block.llama_layer for block in hat.decoder.decoder_layers])),
     )
     return state, logits
 
@@ -419,11 +260,14 @@ def encode_step(model, state: DecodeState, rows: list[int], next_ids: list[int])
     if not all_rows:
         ids = torch.zeros(B, dtype=torch.long, device=device).index_copy(0, rows_t, ids)
         pos = torch.zeros(B, dtype=torch.long, device=device).index_copy(0, rows_t, pos)
-    enc_mask = state.slots.bias[:, None, None, :n_keys]  # (B, 1, 1, K): each row's newest byte as the query
+    enc_mask = None if state.unmasked(state.slots.window) else state.slots.bias[:, None, None, :n_keys]  # (B, 1, 1, K)
     rotary = state.rotary[0](pos[:, None], max(state.length))  # cos, sin (B, 1, hd)
     state.encoder_cache.begin_step(rows_t, (cols % capacity)[:, None], None, n_keys)
-    byte_states = hat.encoder(ids[:, None], enc_mask, pos[:, None], past_key_values=state.encoder_cache,
-                              position_embeddings=rotary)  # (B, 1, E)
+    if state.stacks[0] is not None:
+        byte_states = state.stacks[0](hat.encoder.embedding_layer(ids[:, None]), enc_mask, rotary, state.encoder_cache)
+    else:
+        byte_states = hat.encoder(ids[:, None], enc_mask, pos[:, None], past_key_values=state.encoder_cache,
+                                  position_embeddings=rotary)  # (B, 1, E)
     new = byte_states[:, 0] if all_rows else byte_states[:, 0].index_select(0, rows_t)
     state.enc_ring[row_idx, cols % ring] = new
 
@@ -514,7 +358,7 @@ def decode_step(model, state: DecodeState, rows: list[int], preds: list[torch.Te
         dec_in = dec_in.new_zeros(B, K + 1, dec_in.shape[-1]).index_copy(0, rows_t, dec_in)
         pos = pos.new_zeros(B, K + 1).index_copy(0, rows_t, pos)
     if K == 0 and dec_window == state.slots.window:  # every row's query is its newest byte (no re-decoding)
-        dec_mask = state.slots.bias[:, None, None, :n_keys]  # (B, 1, 1, K)
+        dec_mask = None if state.unmasked(dec_window) else state.slots.bias[:, None, None, :n_keys]  # (B, 1, 1, K)
     else:
         dec_mask = state.slots.mask(pos, dec_window, n_keys, state.enc_ring.dtype)  # (B, 1, Q, K)
     if not own_words:
@@ -533,8 +377,15 @@ def decode_step(model, state: DecodeState, rows: list[int], preds: list[torch.Te
         )  # (B, Q): index of each position's word in word_preds
         conditioning = None
     state.decoder_cache.begin_step(rows_t, cols % capacity, write, n_keys)
-    out = hat.decoder(dec_in, word_preds, byte_word, dec_mask, pos, past_key_values=state.decoder_cache,
-                      word_conditioning=conditioning, position_embeddings=state.rotary[1](pos, max(state.length)))
+    rotary = state.rotary[1](pos, max(state.length))
+    if state.stacks[1] is not None:
+        if conditioning is None:  # each position's own word (`HATDecoder.forward` without `word_conditioning`)
+            conditioning = [gather_words(block.word_conditioning(word_preds), byte_word) if block.add_cross_attention
+                            else None for block in hat.decoder.decoder_layers]
+        out = state.stacks[1](dec_in, dec_mask, rotary, state.decoder_cache, adds=conditioning)  # (B, Q, E)
+    else:
+        out = hat.decoder(dec_in, word_preds, byte_word, dec_mask, pos, past_key_values=state.decoder_cache,
+                          word_conditioning=conditioning, position_embeddings=rotary)
     for r in rows:
         state.redo[r] = []
     last = out[:, -1] if all_rows else out[:, -1].index_select(0, rows_t)
@@ -745,8 +596,11 @@ def generate(
         # (finished rows get zero logits, then pad). Word sync: rows grouped by length, the processors being row-wise.
         batch_rows = [active[r] for r in ready]
         if not word_sync:
+            whole = len(batch_rows) == B  # every row is unfinished (they are in order)
             rows_t = torch.tensor(batch_rows, device=device)
-            full = logits.new_zeros(B, logits.shape[-1]).float().index_copy(0, rows_t, logits.float())  # (B, 256)
+            full = logits.float()
+            if not whole:
+                full = full.new_zeros(B, full.shape[-1]).index_copy(0, rows_t, full)  # (B, 256)
             T = T0 + n_gen[batch_rows[0]]
             scores = processors(buffer[:, :T], full) if len(processors) else full
             chosen = select_next(scores, generation_config.do_sample, generator)  # (B,)
@@ -754,13 +608,16 @@ def generate(
                 scores_out.append(scores)
             if want_logits:
                 logits_out.append(full)
-            step_ids = torch.full_like(chosen, pad_id).index_copy(0, rows_t, chosen.index_select(0, rows_t))
+            if not whole:
+                chosen = chosen.index_select(0, rows_t)
+            step_ids = chosen if whole else torch.full((B,), pad_id, device=device).index_copy(0, rows_t, chosen)
             buffer[:, T] = step_ids
-            next_list = chosen.index_select(0, rows_t).tolist()
+            next_list = chosen.tolist()
             if streamer is not None:
                 streamer.put(step_ids.cpu())
             if len(criteria):
-                hits = criteria(buffer[:, : T + 1], scores).index_select(0, rows_t).tolist()
+                hits = criteria(buffer[:, : T + 1], scores)
+                hits = (hits if whole else hits.index_select(0, rows_t)).tolist()
         else:
             next_list, hits = [0] * len(ready), [False] * len(ready)
             groups: dict[int, list[int]] = {}
