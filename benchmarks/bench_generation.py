@@ -38,19 +38,75 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import machine, write_section  # noqa: E402
 from hat.conversion import default_source, hat_from_llama, load_llama_gguf  # noqa: E402
+from hat.fused import FusedStack, fused_stack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
+SOURCES = ("smollm2", "llama-3.2-1b-shapes")
 
 
-def prompts(n: int) -> list[str]:
-    """`n` prompts: a line of the bundled corpus, alternating English and German, cut after ~80 bytes at a space."""
+def prompts(n: int, continuation: bool = False) -> list[str]:
+    """`n` prompts: a line of the bundled corpus, alternating English and German, cut after ~80 bytes at a space.
+
+    `continuation=True`: each prompt's continuation in the corpus (the next ~2,000 characters) instead.
+    """
     texts = {lang: (ROOT / "data/corpus" / lang / "train.txt").read_text(encoding="utf-8") for lang in ("en", "de")}
     out = []
     for i in range(n):
-        lines = [line for line in texts["en" if i % 2 == 0 else "de"].splitlines() if len(line) > 120]
+        text = texts["en" if i % 2 == 0 else "de"]
+        lines = [line for line in text.splitlines() if len(line) > 120]
         line = lines[(i // 2) * 7 % len(lines)]
-        out.append(line[: line.find(" ", 80)])
+        prompt = line[: line.find(" ", 80)]
+        start = text.index(line) + len(prompt)
+        out.append(text[start : start + 2000] if continuation else prompt)
     return out
+
+
+# Llama 3.2 1B's shapes (`--source llama-3.2-1b-shapes`): a Llama 3 model with a 128K vocabulary, randomly
+# initialised (no weights can be downloaded here), so its text is forced (`ForceTokens`).
+LLAMA_3_2_1B = dict(
+    hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+    head_dim=64, vocab_size=128256, rms_norm_eps=1e-5, rope_theta=500000.0, max_position_embeddings=131072,
+    rope_scaling={"rope_type": "llama3", "factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                  "original_max_position_embeddings": 8192},
+    tie_word_embeddings=True, bos_token_id=128000, eos_token_id=128001,
+)
+
+
+class ForceTokens:
+    """A logits processor that makes row b of HF's `generate` emit `targets[b, i]` as its i-th new token."""
+
+    def __init__(self, targets: torch.Tensor, prompt_len: int):
+        self.targets, self.prompt_len = targets, prompt_len  # (B, L)
+
+    def __call__(self, input_ids, scores):
+        i = input_ids.shape[1] - self.prompt_len
+        return torch.full_like(scores, float("-inf")).scatter(1, self.targets[:, i : i + 1], 0.0)
+
+
+def load_source(name: str, batch: int, tokens: int):
+    """(llama, tokenizer, force): SmolLM2-135M-Instruct generating freely, or Llama 3.2 1B's shapes forced to emit
+    the Llama 3 tokens of each prompt's continuation in the corpus (`force(llama_batch)` builds the processor)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    if name == "smollm2":
+        source = default_source()
+        tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
+        tokenizer.padding_side = "left"
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        return load_llama_gguf(source).eval(), tokenizer, None
+    from eval.intrinsic import load_llama3_tokenizer
+
+    tokenizer = load_llama3_tokenizer()
+    tokenizer.pad_token, tokenizer.padding_side = "<|end_of_text|>", "left"
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(**LLAMA_3_2_1B)).eval()
+    targets = [tokenizer(text, add_special_tokens=False)["input_ids"][:tokens] for text in prompts(batch, True)]
+
+    def force(llama_batch: dict, rows: int):
+        return ForceTokens(torch.tensor(targets[:rows]), llama_batch["input_ids"].shape[1])
+
+    return llama, tokenizer, force
 
 
 class ForceBytes:
@@ -60,14 +116,15 @@ class ForceBytes:
     """
 
     def __init__(self, targets: torch.Tensor, prompts: torch.Tensor):
-        self.targets, self.prompt_len = targets, prompts.shape[1]  # (B, L)
-        self.row_of = {tuple(p.tolist()): b for b, p in enumerate(prompts)}
+        if torch.unique(prompts, dim=0).shape[0] != prompts.shape[0]:
+            raise ValueError("ForceBytes finds rows by their prompt: the prompts must differ")
+        self.targets, self.prompts = targets, prompts  # (B, L), (B, P)
         self.blocked = torch.full((1, 256), float("-inf"))
 
     def __call__(self, input_ids, scores):
-        i = input_ids.shape[1] - self.prompt_len
-        rows = [self.row_of[tuple(p)] for p in input_ids[:, : self.prompt_len].tolist()]
-        forced = self.targets[rows, i : i + 1]  # (n, 1)
+        P = self.prompts.shape[1]
+        rows = (input_ids[:, None, :P] == self.prompts[None]).all(-1).int().argmax(1)  # (n,) row of each prompt
+        forced = self.targets[rows, input_ids.shape[1] - P][:, None]  # (n, 1)
         return self.blocked.expand(len(rows), -1).scatter(1, forced, 0.0)
 
 
@@ -87,11 +144,16 @@ class BackboneCounter:
 
 
 class ModuleTimer:
-    """Wall time inside the HAT's top-level modules (forward pre/post hooks, installed only while profiling)."""
+    """Wall time inside the HAT's top-level modules (forward pre/post hooks, installed only while profiling).
+
+    Decoding steps run the encoder's and decoder's layers as `hat.fused.FusedStack`s, not through the modules: their
+    calls are timed too (by wrapping `FusedStack.__call__`) and counted as the encoder's and decoder's.
+    """
 
     NAMES = ("encoder", "encoder_connector", "backbone", "decoder", "layer_norm")
 
     def __init__(self, model):
+        self.model = model
         self.modules = {name: getattr(model.model, name) for name in self.NAMES} | {"lm_head": model.lm_head}
         self.total: dict[str, float] = {}
         self._t0: dict[str, float] = {}
@@ -102,9 +164,23 @@ class ModuleTimer:
         for name, module in self.modules.items():
             self._handles.append(module.register_forward_pre_hook(self._start(name)))
             self._handles.append(module.register_forward_hook(self._stop(name)))
+        hat = self.model.model
+        stacks = {id(fused_stack(hat.encoder, hat.encoder.layers)): "encoder",
+                  id(fused_stack(hat.decoder, [block.llama_layer for block in hat.decoder.decoder_layers])): "decoder"}
+        call, total = FusedStack.__call__, self.total
+
+        def timed(stack, *args, **kwargs):
+            t0 = time.perf_counter()
+            out = call(stack, *args, **kwargs)
+            name = stacks[id(stack)]  # the cached stacks that `generate` uses
+            total[name] = total.get(name, 0.0) + time.perf_counter() - t0
+            return out
+
+        FusedStack.__call__, self._call = timed, call
         return self
 
     def __exit__(self, *exc):
+        FusedStack.__call__ = self._call
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -120,10 +196,13 @@ class ModuleTimer:
         return hook
 
 
-def llama_run(llama, tokenizer, batch: dict, tokens: int) -> tuple[float, list[bytes]]:
+def llama_run(llama, tokenizer, batch: dict, tokens: int, force: ForceTokens | None = None) -> tuple[float, list[bytes]]:
+    from transformers import LogitsProcessorList
+
+    processors = LogitsProcessorList([force]) if force is not None else None
     t0 = time.perf_counter()
     out = llama.generate(**batch, max_new_tokens=tokens, min_new_tokens=tokens, do_sample=False,
-                         pad_token_id=tokenizer.pad_token_id)
+                         pad_token_id=tokenizer.pad_token_id, logits_processor=processors)
     seconds = time.perf_counter() - t0
     new = out[:, batch["input_ids"].shape[1] :]
     return seconds, [tokenizer.decode(row, skip_special_tokens=False).encode("utf-8") for row in new]
@@ -185,18 +264,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--source", choices=SOURCES, default="smollm2",
+                        help="smollm2: the bundled SmolLM2-135M-Instruct; llama-3.2-1b-shapes: random weights of "
+                             "Llama 3.2 1B's shapes, forced to emit the corpus text")
     parser.add_argument("--no-write", action="store_true", help="print only, leave BENCHMARKS.md alone")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from transformers import AutoTokenizer
 
-    source = default_source()
-    llama = load_llama_gguf(source).eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    llama, tokenizer, force_llama = load_source(args.source, max(args.batches), args.tokens)
     hat = hat_from_llama(llama, preset="auto", seed=0).eval()
     counter, timer = BackboneCounter(hat), ModuleTimer(hat)
     cfg = hat.config
@@ -207,7 +283,8 @@ def main() -> None:
         llama_batch = dict(tokenizer(texts[:B], return_tensors="pt", padding=True))
         batch = hat_batch(texts[:B])
         # warm-up; the Llama's bytes fix what the HAT generates
-        _, generated = llama_run(llama, tokenizer, llama_batch, args.tokens)
+        llama_force = force_llama(llama_batch, B) if force_llama else None
+        _, generated = llama_run(llama, tokenizer, llama_batch, args.tokens, llama_force)
         n_bytes = min(len(g) for g in generated)
         llama_bytes = sum(len(g) for g in generated)
         force = ForceBytes(torch.tensor([list(g[:n_bytes]) for g in generated]), batch["input_ids"])  # (B, n_bytes)
@@ -219,7 +296,7 @@ def main() -> None:
         times = {"llama": [], **{name: [] for name in runs}}
         calls = {}
         for _ in range(args.repeats):
-            seconds, again = llama_run(llama, tokenizer, llama_batch, args.tokens)
+            seconds, again = llama_run(llama, tokenizer, llama_batch, args.tokens, llama_force)
             assert again == generated
             times["llama"].append(seconds)
             for name, (forced, word_sync) in runs.items():
@@ -242,21 +319,28 @@ def main() -> None:
         print(profiles[B]["cprofile"], flush=True)
 
     # ------------------------------------------------------------------ report
+    smollm2 = args.source == "smollm2"
     lines = [
-        "## Generation: bytes per second, HAT vs its source Llama",
+        "## Generation: bytes per second, HAT vs its source Llama"
+        + ("" if smollm2 else ", at Llama 3.2 1B's shapes"),
         "",
-        f"`PYTHONPATH=. .venv/bin/python benchmarks/bench_generation.py --tokens {args.tokens} --repeats "
-        f"{args.repeats} --batches {' '.join(map(str, args.batches))}"
+        f"`PYTHONPATH=. .venv/bin/python benchmarks/bench_generation.py --source {args.source} --tokens "
+        f"{args.tokens} --repeats {args.repeats} --batches {' '.join(map(str, args.batches))}"
         + (f" --threads {args.threads}`" if args.threads else "`"),
         "",
         f"Machine: {machine()}; load average at start {load[0]:.1f} (shared machine: timings are medians of "
         f"{args.repeats} interleaved runs). float32, CPU, greedy.",
-        f"Source: SmolLM2-135M-Instruct (GGUF, dequantised), 30 blocks of width 576, vocab 49,152. HAT: "
-        f"`hat_from_llama(preset=\"auto\")`: the same 30 blocks as backbone, byte width "
-        f"{cfg.encoder_config.hidden_size}, {cfg.encoder_config.num_hidden_layers} encoder + "
+        ("Source: SmolLM2-135M-Instruct (GGUF, dequantised), 30 blocks of width 576, vocab 49,152. " if smollm2 else
+         "Source: a Llama 3 model with Llama 3.2 1B's shapes (16 blocks of width 2048, GQA 32:8, vocab 128,256, "
+         "tied head; 1.24B parameters), randomly initialised: no checkpoint can be downloaded here, and speed does "
+         "not depend on the weights' values. ")
+        + f"HAT: `hat_from_llama(preset=\"auto\")`: the same {len(hat.model.backbone.layers)} blocks as backbone, "
+        f"byte width {cfg.encoder_config.hidden_size}, {cfg.encoder_config.num_hidden_layers} encoder + "
         f"{cfg.decoder_config.num_hidden_layers} decoder layers, window {cfg.encoder_config.sliding_window}.",
-        f"Llama: HF `generate` with its KV cache, {args.tokens} new tokens per row, counted as their UTF-8 bytes. "
-        "HAT forced: our cached `generate`, forced to emit the Llama's bytes (same text, real word lengths). "
+        f"Llama: HF `generate` with its KV cache, {args.tokens} new tokens per row, counted as their UTF-8 bytes"
+        + ("" if smollm2 else ", forced (by a logits processor) to emit the Llama 3 tokens of each prompt's "
+           "continuation in the corpus, so the text is real English and German")
+        + ". HAT forced: our cached `generate`, forced to emit the Llama's bytes (same text, real word lengths). "
         "HAT free: the untrained HAT's own greedy bytes (not text, see the sample below). "
         "Each HAT row generates the fewest bytes any Llama row produced.",
         "",
@@ -299,14 +383,14 @@ def main() -> None:
             lines.append(f"| {name} | " + " | ".join(f"{profiles[B][table][name]:.0%}" for B in profiles) + " |")
     lines += ["", "The untrained HAT's free-running output (row 0, first 48 bytes): "
               + ", ".join(f"batch {r['B']}: `{r['free_sample']!r}`" for r in rows) + ".", "",
-              findings(rows, profiles)]
+              findings(rows, profiles, smollm2, cfg.encoder_config.hidden_size)]
     body = "\n".join(lines)
     print(body)
     if not args.no_write:
-        write_section("generation", body)
+        write_section("generation" if smollm2 else "generation-1b", body)
 
 
-def findings(rows: list[dict], profiles: dict) -> str:
+def findings(rows: list[dict], profiles: dict, smollm2: bool, width: int) -> str:
     """What the numbers say, with this run's numbers filled in."""
     out = ["Findings:", ""]
     for r in rows:
@@ -328,28 +412,28 @@ def findings(rows: list[dict], profiles: dict) -> str:
                 "is what makes the batch fast."
             )
         out.append(text)
+    head = ("SmolLM2's 49,152-way head" if smollm2 else "the Llama's 128,256-way head")
     out += [
-        "- A HAT backbone call costs about one Llama decoding step minus the Llama's 49,152-way head (the same 30 "
-        "blocks, no embedding and head). So the HAT gains from fewer backbone calls per byte (words are longer "
-        "than tokens: SmolLM2's vocabulary already gives ~4 bytes per token on this text, about as long as a "
-        "word) and from the missing head, and pays ten small byte-level layers per byte. At width 128 those layers "
-        "are cheap in FLOPs but not in launches: each `LlamaDecoderLayer` is ~60 small tensor ops, and on a "
-        "shared 2-core CPU a small op costs 10-50 us, so the byte stack is bound by per-op overhead, not by "
-        "arithmetic (cProfile: matmuls are the single largest cost; the rest is Python and small ops, nearly all "
-        "inside HF's Llama layers). The word splitter is below 1% (its ASCII fast path), masks are kept "
-        "incrementally, RoPE comes from a table, and the byte caches are windowed rings of fixed size.",
-        "- The untrained HAT's own output is not text (see the sample); its backbone calls "
-        "per byte follow from how the byte rule splits that output, so the free column is a sanity check, not "
-        "a speed claim.",
-        "- A side experiment replaced the byte stack's `LlamaDecoderLayer.forward` by the same math in fewer ops "
-        "(`F.rms_norm`, fused QKV and gate/up matmuls, one SDPA call): bitwise-equal logits in float32 and ~16% "
-        "more bytes/s at batch 1. It is not shipped: the project reuses transformers' Llama layers rather than "
-        "copying them. Fusing the byte layers (CUDA graphs on a GPU, or `torch.compile`, which on this CPU took "
-        "89 s to compile the encoder step for ~14%) is the next step for small batches.",
-        "- The machine is shared, and its load changes the ratios: under load the Llama's large matmuls slow down "
-        "more than the HAT's small ops, so earlier runs of this script on a busy machine gave higher ratios (up "
-        "to ~1.0x at batch 1 and ~1.2x at batch 16). Compare runs by the load average in the header. No GPU was "
-        "available for these measurements.",
+        f"- A HAT backbone call costs about one Llama decoding step minus {head} (the same blocks, no embedding "
+        "and head). So the HAT gains from fewer backbone calls per byte (words are longer than tokens) and from the "
+        "missing head, and pays ten small byte-level layers per byte (six encoder, four decoder) plus, per word, "
+        "the connector. "
+        + ("SmolLM2's vocabulary already gives ~4 bytes per English token, about as long as a word, and its blocks "
+           "are small (width 576), so the byte layers cost about what the HAT saves on backbone calls and head."
+           if smollm2 else
+           "At these shapes a backbone call streams ~4 GB of float32 weights and the head another 1 GB, against "
+           "~0.1 GB for the byte layers, so the byte layers' cost is small next to the backbone work saved."),
+        "- The byte layers run as `hat.fused.FusedStack`: the same math as transformers' `LlamaDecoderLayer` in ~19 "
+        "tensor ops instead of ~50 (norm weights folded into the matmuls, one QKV matmul, RoPE in three ops over "
+        "all heads, one `index_copy_` into the packed K/V ring, residuals inside `addmm`), no attention mask while "
+        f"every row may see every cached byte. At width {width} a layer's cost is its op count and the fetch of "
+        "its weights, not arithmetic. The word splitter is below 1% (its ASCII fast path), RoPE comes from a table, "
+        "and the byte caches are windowed rings of fixed size.",
+        "- The untrained HAT's own output is not text (see the sample); its backbone calls per byte follow from how "
+        "the byte rule splits that output, so the free column is a sanity check, not a speed claim.",
+        "- The machine is shared: ratios from separate runs of this script differ by up to ~10%, in either "
+        "direction; compare runs by the load average in the header. Interleaved repeats and medians keep the "
+        "comparison within a run fair. No GPU was available for these measurements.",
     ]
     return "\n".join(out)
 

@@ -1,6 +1,6 @@
 """Run every benchmark and rewrite BENCHMARKS.md (each script replaces its own section).
 
-    PYTHONPATH=. .venv/bin/python benchmarks/run_all.py [--only splitter conversion training generation flops]
+    PYTHONPATH=. .venv/bin/python benchmarks/run_all.py [--only splitter conversion training generation generation-1b flops]
 
 Each benchmark runs in its own process (one at a time: they time themselves and measure peak RSS), on CPU.
 Conversion generates a ~2.7 GB checkpoint in a temporary directory and needs that much free disk twice.
@@ -20,7 +20,8 @@ BENCHMARKS = {
     "splitter": ["bench_splitter.py"],
     "conversion": ["bench_conversion.py"],
     "training": ["bench_training.py"],
-    "generation": ["bench_generation.py"],
+    "generation": ["bench_generation.py", "--repeats", "3", "--threads", "1"],
+    "generation-1b": ["bench_generation.py", "--source", "llama-3.2-1b-shapes", "--repeats", "2", "--threads", "1"],
     "flops": ["bench_flops.py"],
 }
 

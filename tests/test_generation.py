@@ -112,6 +112,33 @@ def test_cached_greedy_equals_full_recompute(scale):
     assert any(b >= 0x80 for b in gen)
 
 
+def test_single_unpadded_row_equals_full_recompute_across_the_window():
+    """One unpadded row steps without an attention mask until it outgrows the byte window (16), then with one."""
+    model = make_model(4.0, seed=2)
+    ids, mask = encode(["Hi"])
+    ref_ids, ref_logits = reference_greedy(model, ids, mask, 30)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=30, eos_token_id=None,
+                         return_dict_in_generate=True, output_logits=True)
+    assert torch.equal(out.sequences, ref_ids)
+    for step, (got, want) in enumerate(zip(out.logits, ref_logits)):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=4e-4, msg=f"step {step}")
+
+
+def test_unfused_byte_layers_give_the_same_output(model, monkeypatch):
+    """Layers `hat.fused` cannot fuse run as themselves: both paths give the same bytes and logits."""
+    import hat.generation
+
+    ids, mask = encode(PROMPTS)
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=24, eos_token_id=None,
+                  return_dict_in_generate=True, output_logits=True)
+    fused = model.generate(**kwargs)
+    monkeypatch.setattr(hat.generation, "fused_stack", lambda owner, layers: None)
+    plain = model.generate(**kwargs)
+    assert torch.equal(fused.sequences, plain.sequences)
+    for got, want in zip(fused.logits, plain.logits):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=4e-4)
+
+
 def test_use_cache_false_is_the_reference(model):
     ids, mask = encode(PROMPTS[:2])
     ref_ids, _ = reference_greedy(model, ids, mask, 12)
