@@ -8,8 +8,8 @@
 `model.safetensors.index.json`), streamed tensor by tensor: memory stays at the new modules plus one tensor,
 whatever the size of the model and `--max-shard-size`. Or a `.gguf` file, which is loaded dequantised into memory,
 saved as a temporary HF checkpoint beside the output and streamed from there (fine for small GGUFs like the
-default; for 8B/70B pass the HF checkpoint). `hat/conversion.py` has the table, the sizes (`--preset auto`: new
-modules ~3% of the parameters) and the initialisation.
+default; for 8B/70B pass the HF checkpoint). `hat/sizing.py` has the table, the sizes (`--preset auto`: new
+modules ~3% of the parameters) and the initialisation; `hat/checkpoint_io.py` the streaming and GGUF loading.
 """
 
 from __future__ import annotations
