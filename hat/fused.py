@@ -35,12 +35,14 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer
 
 
 def supports(layer: nn.Module) -> bool:
-    """Whether `layer` is a `LlamaDecoderLayer` that `FusedLayer` computes (no projection biases)."""
+    """Whether `layer` is a `LlamaDecoderLayer` that `FusedLayer` computes: no projection biases, and parameters that
+    hold their values (not DeepSpeed ZeRO-3 partitions, which only its forward hooks gather)."""
     if not isinstance(layer, LlamaDecoderLayer):
         return False
     attn, mlp = layer.self_attn, layer.mlp
     projections = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
-    return all(p.bias is None for p in projections)
+    materialised = all(not hasattr(p, "ds_id") and not p.is_meta for p in layer.parameters())
+    return materialised and all(p.bias is None for p in projections)
 
 
 class FusedLayer:

@@ -96,6 +96,14 @@ def test_fused_stack_follows_parameter_updates():
     torch.testing.assert_close(second.layers[1].w_down, layers[1].mlp.down_proj.weight.t())
 
 
+def test_zero3_partitioned_layers_are_not_fused():
+    layers = llama_layers(4, 4)
+    assert supports(layers[0])
+    layers[0].mlp.up_proj.weight.ds_id = 7  # how DeepSpeed ZeRO-3 marks a partitioned parameter
+    assert not supports(layers[0])
+    assert fused_stack(torch.nn.ModuleList(layers), layers) is None
+
+
 def test_layers_with_biases_are_not_fused():
     layers = llama_layers(4, 4, attention_bias=True)
     assert not supports(layers[0])
