@@ -63,19 +63,20 @@ class ByteKVCache:
         B, heads, C, hd = buf.shape
         if self.rows is not None:
             packed = packed.index_select(0, self.rows)
-        n = packed.shape[0]
-        rows = self.rows if self.rows is not None else torch.arange(n, device=packed.device)
-        packed = packed.transpose(1, 2)  # (n, 2 Hkv, Q, hd)
         if self.write is None:
             if self.flat is None:  # the same for every layer of the step
+                rows = self._row_index(packed.shape[0], packed.device)
                 head = torch.arange(heads, device=packed.device)
                 self.flat = ((rows[:, None, None] * heads + head[None, :, None]) * C + self.slots[:, None]).flatten()
-            buf.view(-1, hd).index_copy_(0, self.flat, packed.reshape(-1, hd))
+            buf.view(-1, hd).index_copy_(0, self.flat, packed.transpose(1, 2).reshape(-1, hd))
         else:
-            index = (rows[:, None], slice(None), self.slots)  # selects (n, Q, 2 Hkv, hd)
-            new = packed.transpose(1, 2)
-            buf[index] = torch.where(self.write, new, buf[index])
+            index = (self._row_index(packed.shape[0], packed.device)[:, None], slice(None), self.slots)  # (n, Q, ...)
+            buf[index] = torch.where(self.write, packed, buf[index])
         return buf[:, : heads // 2, : self.n_keys], buf[:, heads // 2 :, : self.n_keys]
+
+    def _row_index(self, n: int, device) -> torch.Tensor:
+        """(n,) the batch row of each writing row."""
+        return self.rows if self.rows is not None else torch.arange(n, device=device)
 
     def select_rows(self, rows: torch.Tensor) -> None:
         for i in self.kv:
@@ -159,12 +160,13 @@ class ByteSlots:
     def append(self, rows: torch.Tensor, cols: torch.Tensor, positions: torch.Tensor) -> None:
         """Row `rows[i]` gets a byte at column `cols[i]`, position `positions[i]` (all (n,))."""
         C = self.positions.shape[1]
-        self.positions[rows, cols % C] = positions
-        self.valid[rows, cols % C] = True
+        slots = cols % C
+        self.positions[rows, slots] = positions
+        self.valid[rows, slots] = True
         leaving = (cols - self.window) % C  # the slot whose byte leaves the window
         self.bias[rows, leaving] = torch.where(cols >= self.window, torch.finfo(self.bias.dtype).min,
                                                self.bias[rows, leaving])
-        self.bias[rows, cols % C] = 0.0
+        self.bias[rows, slots] = 0.0
 
     def select_rows(self, rows: torch.Tensor) -> ByteSlots:
         return ByteSlots(self.positions.index_select(0, rows), self.valid.index_select(0, rows), self.window,

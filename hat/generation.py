@@ -110,6 +110,7 @@ class DecodeState:
     length: list[int]  # columns of each row so far (prompt + generated)
     pad: torch.Tensor  # (B,) left padding of each row, in columns
     padded: bool  # whether any row has left padding
+    decoder_window: int  # the decoder's sliding window (the encoder's is `slots.window`)
     slots: ByteSlots
     encoder_cache: ByteKVCache
     decoder_cache: ByteKVCache
@@ -154,10 +155,6 @@ def word_conditioning(model, word_pred: torch.Tensor) -> list[torch.Tensor | Non
     return [block.word_conditioning(word_pred[:, None]) if block.add_cross_attention else None for block in blocks]
 
 
-def _windows(model) -> tuple[int, int]:
-    return model.config.encoder_config.sliding_window, model.config.decoder_config.sliding_window
-
-
 @torch.no_grad()
 def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
     """Run the (left padded) prompt through the model as `HATModel.forward` does, filling every cache.
@@ -169,7 +166,7 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
     B, T = input_ids.shape
     device = input_ids.device
     dtype = hat.encoder.embedding_layer.weight.dtype
-    enc_window, dec_window = _windows(model)
+    enc_window, dec_window = cfg.encoder_config.sliding_window, cfg.decoder_config.sliding_window
     capacity = max(enc_window, dec_window) + BYTE_CACHE_SLACK
     ring = cfg.max_word_size + BYTE_CACHE_SLACK
 
@@ -224,6 +221,7 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
     decoder_rotary = encoder_rotary if same else RotaryTable(dec_rope, like)
     state = DecodeState(
         length=[T] * B, pad=(attention_mask == 0).sum(1), padded=not bool(attention_mask.bool().all()),
+        decoder_window=dec_window,
         slots=ByteSlots.from_prefill(positions, valid, enc_window, dtype),
         encoder_cache=encoder_cache, decoder_cache=decoder_cache, word_cache=word_cache,
         num_words=[n - 1 for n in n_words], enc_ring=enc_ring, word_pred=word_pred,
@@ -335,7 +333,7 @@ def decode_step(model, state: DecodeState, rows: list[int], preds: list[torch.Te
     B, n = len(state.length), len(rows)
     all_rows = n == B
     rows_t = None if all_rows else torch.tensor(rows, device=device)
-    enc_window, dec_window = _windows(model)
+    dec_window = state.decoder_window
     capacity, ring = state.decoder_cache.capacity, state.enc_ring.shape[1]
     n_keys = min(max(state.length), capacity)
     cols = torch.tensor([state.length[r] - 1 for r in rows], device=device)  # (n,)
