@@ -113,31 +113,24 @@ def _pick(rng: random.Random, seq):
     return seq[rng.randrange(len(seq))]
 
 
+_NUMBER_FORMS = (
+    lambda rng: "3.14159",
+    lambda rng: f"{rng.randrange(1, 999)},{rng.randrange(1000):03d}",
+    lambda rng: f"{rng.randrange(1, 9)}e-{rng.randrange(1, 12)}",
+    lambda rng: f"-{rng.randrange(10**6)}",
+    lambda rng: f"0x{rng.randrange(1 << 32):X}",
+    lambda rng: f"{rng.randrange(1900, 2100)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}",
+    lambda rng: f"{rng.randrange(24)}:{rng.randrange(60):02d}",
+    lambda rng: f"{rng.randrange(100)}%",
+    lambda rng: f"${rng.randrange(100)}.{rng.randrange(100):02d}",
+    lambda rng: f"€{rng.randrange(100)},{rng.randrange(100):02d}",
+    lambda rng: f"{rng.random():.6f}",
+    lambda rng: str(rng.randrange(10 ** rng.randrange(1, 9))),
+)
+
+
 def _number(rng: random.Random) -> str:
-    f = rng.randrange(12)
-    if f == 0:
-        return "3.14159"
-    if f == 1:
-        return f"{rng.randrange(1, 999)},{rng.randrange(1000):03d}"
-    if f == 2:
-        return f"{rng.randrange(1, 9)}e-{rng.randrange(1, 12)}"
-    if f == 3:
-        return f"-{rng.randrange(10**6)}"
-    if f == 4:
-        return f"0x{rng.randrange(1 << 32):X}"
-    if f == 5:
-        return f"{rng.randrange(1900, 2100)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
-    if f == 6:
-        return f"{rng.randrange(24)}:{rng.randrange(60):02d}"
-    if f == 7:
-        return f"{rng.randrange(100)}%"
-    if f == 8:
-        return f"${rng.randrange(100)}.{rng.randrange(100):02d}"
-    if f == 9:
-        return f"€{rng.randrange(100)},{rng.randrange(100):02d}"
-    if f == 10:
-        return f"{rng.random():.6f}"
-    return str(rng.randrange(10 ** rng.randrange(1, 9)))
+    return _NUMBER_FORMS[rng.randrange(len(_NUMBER_FORMS))](rng)
 
 
 def _sentence(rng: random.Random, words, contractions=()) -> str:
