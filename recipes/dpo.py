@@ -31,7 +31,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser
 
 from hat.data import DataArguments, load_mixture, preference_as_chat, preference_overflow
 from hat.modeling import freeze_inert_parameters
-from recipes.utils import load_model, load_tokenizer, lora_config, setup_logging
+from recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +82,7 @@ def main(script_args: DataArguments, training_args: DPOConfig, model_args: Model
                 f"and are cut to their first {training_args.max_length} bytes; {dropped} pairs dropped: their prompt "
                 "alone fills max_length"
             )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-
-    # ------------------------------------------------------------------ save
-    trainer.save_model(training_args.output_dir)  # HAT checkpoint, or the LoRA adapter; tokenizer files beside it
-    logger.info(f"saved to {training_args.output_dir}")
-    return trainer
+    return train_and_save(trainer, training_args)
 
 
 def make_parser() -> TrlParser:

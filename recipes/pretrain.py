@@ -33,7 +33,7 @@ from trl import ModelConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from hat.data import DataArguments, load_mixture, pretraining_sequences
-from recipes.utils import load_model, load_tokenizer, setup_logging
+from recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -173,12 +173,7 @@ def main(script_args: DataArguments, training_args: PretrainConfig, model_args: 
         # Pads with eos (192) but labels padding -100 from the lengths, so real eos bytes keep their loss
         data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-
-    # ------------------------------------------------------------------ save
-    trainer.save_model(training_args.output_dir)  # HAT checkpoint (release key names) + tokenizer files
-    logger.info(f"saved to {training_args.output_dir}")
-    return trainer
+    return train_and_save(trainer, training_args)
 
 
 def make_parser() -> TrlParser:

@@ -24,7 +24,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from hat.data import DataArguments, chat_lengths, load_mixture
 from hat.modeling import freeze_inert_parameters
-from recipes.utils import load_model, load_tokenizer, lora_config, setup_logging
+from recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +76,7 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
         dropped = len(train_dataset) - len(trainer.train_dataset)
         if dropped:
             logger.warning(f"train: {dropped} conversations dropped: no assistant byte within max_length")
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-
-    # ------------------------------------------------------------------ save
-    trainer.save_model(training_args.output_dir)  # HAT checkpoint, or the LoRA adapter; tokenizer files beside it
-    logger.info(f"saved to {training_args.output_dir}")
-    return trainer
+    return train_and_save(trainer, training_args)
 
 
 def make_parser() -> TrlParser:

@@ -47,6 +47,15 @@ def setup_logging(training_args: TrainingArguments) -> None:
     transformers.utils.logging.set_verbosity(level)
 
 
+def train_and_save(trainer: transformers.Trainer, training_args: TrainingArguments) -> transformers.Trainer:
+    """Train (resuming from `resume_from_checkpoint` if set), then save to `output_dir`: the HAT checkpoint (release
+    key names) or the LoRA adapter, with the tokenizer files beside it."""
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    trainer.save_model(training_args.output_dir)
+    logger.info(f"saved to {training_args.output_dir}")
+    return trainer
+
+
 def load_model(model_args: ModelConfig) -> transformers.PreTrainedModel:
     """`HATForCausalLM.from_pretrained` with the YAML's `dtype` and `attn_implementation`.
 
