@@ -1,4 +1,4 @@
-"""The caches of cached HAT generation (`hat.generation`), one row per sequence, batch-first.
+"""The caches of cached HAT decoding (`hat.decoding`), one row per sequence, batch-first.
 
 - `ByteKVCache` (encoder, decoder): a ring of `window + slack` slots per layer; byte column `c` of a row lives in slot
   `c % capacity`, so memory is bounded by the sliding window. A layer's keys and values share one buffer, written

@@ -126,13 +126,13 @@ def test_single_unpadded_row_equals_full_recompute_across_the_window():
 
 def test_unfused_byte_layers_give_the_same_output(model, monkeypatch):
     """Layers `hat.fused` cannot fuse run as themselves: both paths give the same bytes and logits."""
-    import hat.generation
+    import hat.decoding
 
     ids, mask = encode(PROMPTS)
     kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=24, eos_token_id=None,
                   return_dict_in_generate=True, output_logits=True)
     fused = model.generate(**kwargs)
-    monkeypatch.setattr(hat.generation, "fused_stack", lambda owner, layers: None)
+    monkeypatch.setattr(hat.decoding, "fused_stack", lambda owner, layers: None)
     plain = model.generate(**kwargs)
     assert torch.equal(fused.sequences, plain.sequences)
     for got, want in zip(fused.logits, plain.logits):
