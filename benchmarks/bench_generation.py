@@ -95,7 +95,7 @@ def load_source(name: str, batch: int, tokens: int):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         return load_llama_gguf(source).eval(), tokenizer, None
-    from eval.intrinsic import load_llama3_tokenizer
+    from hat.eval.intrinsic import load_llama3_tokenizer
 
     tokenizer = load_llama3_tokenizer()
     tokenizer.pad_token, tokenizer.padding_side = "<|end_of_text|>", "left"

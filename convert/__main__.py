@@ -2,7 +2,7 @@
 
     convert-llama                                   # embedded SmolLM2-135M-Instruct GGUF -> outputs/smollm2-135m-hat
     convert-llama --input /models/Llama-3.1-8B --output outputs/llama-3.1-8b-hat --preset release-8b --dtype bfloat16
-    python -m convert --input /models/Llama-3.2-1B --hidden-size 512 --overwrite
+    python -m hat.convert --input /models/Llama-3.2-1B --hidden-size 512 --overwrite
 
 `--input` is a HF Llama checkpoint dir (`config.json` + `model.safetensors`, or shards with
 `model.safetensors.index.json`), streamed tensor by tensor: memory stays at the new modules plus one tensor,

@@ -1,8 +1,8 @@
 """Bilingual evaluation of HAT against the Llama it came from (see eval/README.md).
 
-    python -m eval.harness --model hat --model_args pretrained=DIR --tasks hat_en,hat_de     # lm-eval-harness
-    python -m eval.report --hat DIR --llama DIR_OR_GGUF --texts en.txt de.txt --out outputs/report
-    python -m eval.offline --tasks hat_en,hat_de --out data/eval_offline                     # once, with network
+    python -m hat.eval.harness --model hat --model_args pretrained=DIR --tasks hat_en,hat_de     # lm-eval-harness
+    python -m hat.eval.report --hat DIR --llama DIR_OR_GGUF --texts en.txt de.txt --out outputs/report
+    python -m hat.eval.offline --tasks hat_en,hat_de --out data/eval_offline                     # once, with network
 
 Modules:
 - `harness`: `HATLM`, the lm-eval-harness model registered as `hat`, and the `lm_eval` entry point.

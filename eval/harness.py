@@ -1,10 +1,10 @@
 """lm-evaluation-harness model for HAT, registered as `hat`, and an `lm_eval` entry point that knows it.
 
-    python -m eval.harness --model hat --model_args pretrained=outputs/hat-8b,dtype=bfloat16 \
+    python -m hat.eval.harness --model hat --model_args pretrained=outputs/hat-8b,dtype=bfloat16 \
         --tasks hat_en,hat_de --batch_size 8 --output_path outputs/lm_eval
-    python -m eval.harness --model hat --model_args pretrained=DIR --include_path data/eval_offline/tasks \
+    python -m hat.eval.harness --model hat --model_args pretrained=DIR --include_path data/eval_offline/tasks \
         --tasks hat_en_local,hat_de_local          # offline, see eval/README.md
-    python -m eval.harness ls tasks                # any lm_eval command line works
+    python -m hat.eval.harness ls tasks                # any lm_eval command line works
 
 `lm_eval` itself cannot see a model that lives outside its package, so this entry point imports the
 registration and then runs lm-eval's own CLI. Without `--include_path` it adds `eval/tasks` (the suites `hat_en`

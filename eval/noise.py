@@ -1,6 +1,6 @@
 """Seeded text perturbations for the robustness evals: character noise (swap / drop / insert) and ALL CAPS.
 
-    python -m eval.noise --kind swap --rate 0.1 --seed 0 "Straße über die Brücke"
+    python -m hat.eval.noise --kind swap --rate 0.1 --seed 0 "Straße über die Brücke"
 
 Everything works on Python strings (code points), never on bytes, so the result is always valid UTF-8.
 Noise touches letters only (`str.isalpha`), so whitespace, digits and punctuation (the layout of the text and the

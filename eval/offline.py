@@ -1,7 +1,7 @@
 """Export lm-eval tasks to local JSON lines, plus task overrides that read them: the same suites, offline.
 
-    python -m eval.offline --tasks hat_en,hat_de --out data/eval_offline          # once, where the Hub is reachable
-    python -m eval.harness --model hat --model_args pretrained=DIR \
+    python -m hat.eval.offline --tasks hat_en,hat_de --out data/eval_offline          # once, where the Hub is reachable
+    python -m hat.eval.harness --model hat --model_args pretrained=DIR \
         --include_path data/eval_offline/tasks --tasks hat_en_local,hat_de_local  # then anywhere, offline
 
 For each task of the requested tasks, groups or tags this writes `<out>/data/<task>/<split>.jsonl` (the raw rows,
@@ -82,7 +82,7 @@ def export(names: list[str], out: str | os.PathLike, manager, relative_to: str |
     """Export the tasks behind `names` (tasks, groups or tags) and write one `<name>_local.yaml` per name.
 
     Raises:
-        ValueError: an unknown name (see `eval.report.check_tasks`).
+        ValueError: an unknown name (see `hat.eval.report.check_tasks`).
     """
     from lm_eval.api.group import Group
 
@@ -105,7 +105,7 @@ def export(names: list[str], out: str | os.PathLike, manager, relative_to: str |
         spec["metadata"] = {"version": 1.0, "exported_from": name}
         path = out / "tasks" / f"{name}_local.yaml"
         path.parent.mkdir(parents=True, exist_ok=True)
-        header = f"# Offline copy of {name!r}, written by `python -m eval.offline`; data in {_path(out / 'data', relative_to)}\n"
+        header = f"# Offline copy of {name!r}, written by `python -m hat.eval.offline`; data in {_path(out / 'data', relative_to)}\n"
         path.write_text(header + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True), encoding="utf-8")
         written.append(path)
     return written

@@ -1,13 +1,13 @@
 """HAT next to the Llama it came from, in one report: bits per byte, compression, robustness, benchmarks.
 
-    python -m eval.report --hat outputs/smollm2-135m-hat --llama "$(python -c 'import hat.conversion as c; print(c.default_source())')" \
+    python -m hat.eval.report --hat outputs/smollm2-135m-hat --llama "$(python -c 'import hat.conversion as c; print(c.default_source())')" \
         --texts data/corpus/en/heldout.txt data/corpus/de/heldout.txt --out outputs/report
-    python -m eval.report --hat DIR --llama DIR_OR_GGUF --texts ... --tasks hat_en,hat_de --limit 200   # + lm-eval
+    python -m hat.eval.report --hat DIR --llama DIR_OR_GGUF --texts ... --tasks hat_en,hat_de --limit 200   # + lm-eval
 
 Writes `report.md` (tables), `report.json` (everything, for machines) and PNG plots (`bits_per_byte.png`,
 `compression.png`, `robustness.png`, `benchmarks.png` when `--tasks` is given) into `--out`.
 For each text file (named `<parent dir>/<stem>`, e.g. `en/heldout`):
-- bits per byte of HAT and of the Llama (`eval.intrinsic`, disjoint windows, first unit of each window unscored);
+- bits per byte of HAT and of the Llama (`hat.eval.intrinsic`, disjoint windows, first unit of each window unscored);
 - compression, UTF-8 bytes per backbone position: HAT words vs the Llama's tokens and the Llama 3 tokenizer's;
 - robustness: bits per byte under ALL CAPS and seeded character noise, as relative change from clean.
 For each multiple-choice set (`--mc`, default the local `eval/tasks/hat_mc/hat_mc_{en,de}.jsonl`): accuracy clean
@@ -57,7 +57,7 @@ def check_tasks(names: list[str], manager) -> None:
     bad = [n for n in names if n not in known]
     if bad:
         hints = "; ".join(f"{n!r} (did you mean {difflib.get_close_matches(n, known, 3) or 'nothing close'})" for n in bad)
-        raise ValueError(f"unknown lm-eval task(s): {hints}. List them with `python -m eval.harness ls tasks`.")
+        raise ValueError(f"unknown lm-eval task(s): {hints}. List them with `python -m hat.eval.harness ls tasks`.")
 
 
 def main_metric(task_result: dict) -> tuple[str, float] | None:

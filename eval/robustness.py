@@ -1,9 +1,9 @@
 """Robustness to spelling noise and ALL CAPS: relative change in bits per byte and in multiple-choice accuracy.
 
-    python -m eval.report --hat DIR --llama DIR --texts en.txt de.txt --out outputs/report   # computes these
+    python -m hat.eval.report --hat DIR --llama DIR --texts en.txt de.txt --out outputs/report   # computes these
 
 relative change = (perturbed - clean) / clean: for bits per byte, +0.30 means 30% more bits per byte; for accuracy,
--0.30 means 30% of the accuracy lost. The perturbations are `eval.noise.perturb` (seeded).
+-0.30 means 30% of the accuracy lost. The perturbations are `hat.eval.noise.perturb` (seeded).
 
 The multiple-choice sets are JSON lines `{"question", "choices", "answer"}` (`eval/tasks/hat_mc/*.jsonl`, the same
 files as the lm-eval tasks `hat_mc_en` / `hat_mc_de`). Each item is scored as lm-eval scores a multiple-choice

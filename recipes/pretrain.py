@@ -33,7 +33,7 @@ from trl import ModelConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from hat.data import DataArguments, load_mixture, pretraining_sequences
-from recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
+from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 

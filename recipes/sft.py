@@ -24,7 +24,7 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from hat.data import DataArguments, chat_lengths, load_mixture
 from hat.modeling import freeze_inert_parameters
-from recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
+from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 

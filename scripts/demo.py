@@ -40,7 +40,7 @@ def hat_bpb(model_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
     import torch
     from transformers import AutoTokenizer
 
-    from eval.intrinsic import hat_bits_per_byte
+    from hat.eval.intrinsic import hat_bits_per_byte
     from hat import HATForCausalLM
 
     model = HATForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -58,7 +58,7 @@ def source_bpb() -> dict[str, float]:
     import torch
     from transformers import AutoTokenizer
 
-    from eval.intrinsic import token_bits_per_byte
+    from hat.eval.intrinsic import token_bits_per_byte
     from hat.conversion import default_source, load_llama_gguf
 
     src = default_source()
@@ -78,7 +78,7 @@ def main() -> None:
     t0 = time.time()
 
     # ----- convert
-    run([sys.executable, "-m", "convert", "--output", str(hat_dir), "--overwrite"])
+    run([sys.executable, "-m", "hat.convert", "--output", str(hat_dir), "--overwrite"])
 
     # ----- before
     before_bpb, before_samples = hat_bpb(hat_dir)

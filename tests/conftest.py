@@ -19,6 +19,6 @@ def tiny_model():
 
 def encode(texts: list[str], padding_side: str = "right") -> tuple[torch.Tensor, torch.Tensor]:
     """UTF-8 bytes of `texts`, padded with 0 to the longest, and the attention mask."""
-    from eval.intrinsic import pad_rows
+    from hat.eval.intrinsic import pad_rows
 
     return pad_rows([list(t.encode("utf-8")) for t in texts], 0, padding_side)

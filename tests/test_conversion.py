@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from convert.__main__ import DEFAULT_OUTPUT, main
+from hat.convert.__main__ import DEFAULT_OUTPUT, main
 from hat import HATConfig, HATForCausalLM
 from hat.conversion import (
     DROPPED,
@@ -413,9 +413,9 @@ def test_gguf_without_metadata(tmp_path, capsys, kind, match):
 # ----------------------------------------------------------------------------------------------------------
 PEAK_RSS_CHILD = textwrap.dedent("""
     import json, sys
-    import convert.__main__, hat.conversion, hat.tokenizer, safetensors.torch  # everything the CLI imports
+    import hat.convert.__main__, hat.conversion, hat.tokenizer, safetensors.torch  # everything the CLI imports
     imports = hat.conversion.peak_rss_bytes()  # VmHWM: the child's own, not inherited from pytest
-    assert convert.__main__.main(sys.argv[1:]) == 0
+    assert hat.convert.__main__.main(sys.argv[1:]) == 0
     print(json.dumps({"imports": imports, "peak": hat.conversion.peak_rss_bytes()}))
 """)
 

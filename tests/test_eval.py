@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from eval.harness import TASKS_DIR, HATLM, decode_generated, left_truncate
-from eval.intrinsic import (
+from hat.eval.harness import TASKS_DIR, HATLM, decode_generated, left_truncate
+from hat.eval.intrinsic import (
     byte_windows,
     compression,
     hat_bits_per_byte,
@@ -20,8 +20,8 @@ from eval.intrinsic import (
     token_bits_per_byte,
     token_byte_lengths,
 )
-from eval.noise import NOISE_KINDS, all_caps, char_noise, perturb
-from eval.robustness import load_mc, mc_accuracy
+from hat.eval.noise import NOISE_KINDS, all_caps, char_noise, perturb
+from hat.eval.robustness import load_mc, mc_accuracy
 
 REPO = Path(__file__).resolve().parents[1]
 UNICODE_TEXT = "Straße über die Brücke: café (e\u0301) 👨‍👩‍👧 und 漢字, naïve Äpfel größer als 3.14."
@@ -262,7 +262,7 @@ def test_mc_accuracy_scores_like_lm_eval(tiny_model):
 
 # ----------------------------------------------------------------------------------------------- bad input
 def test_bad_inputs_fail_clearly(tmp_path):
-    from eval.report import check_tasks, main as report_main
+    from hat.eval.report import check_tasks, main as report_main
 
     empty = tmp_path / "empty.txt"
     empty.write_text("  \n", encoding="utf-8")
@@ -288,11 +288,11 @@ def test_bad_inputs_fail_clearly(tmp_path):
 
 # ----------------------------------------------------------------------------------------------- offline tasks
 def test_offline_export_roundtrip(tiny_model, tmp_path, repo_cwd):
-    """`eval.offline` writes data + overrides; the `_local` group scores exactly like the original."""
+    """`hat.eval.offline` writes data + overrides; the `_local` group scores exactly like the original."""
     import lm_eval
     import yaml
 
-    from eval.offline import export
+    from hat.eval.offline import export
 
     [path] = export(["hat_mc"], tmp_path / "offline", local_task_manager())
     spec = yaml.safe_load(path.read_text())
@@ -341,7 +341,7 @@ def test_shipped_samples_override_upstream_tasks(tiny_model, repo_cwd, full_task
 def test_report_end_to_end(tiny_model, tiny_llama, llama3_tokenizer, tmp_path):
     from hat.tokenizer import build_tokenizer
 
-    from eval.report import main as report_main
+    from hat.eval.report import main as report_main
 
     tiny_model.save_pretrained(tmp_path / "hat")
     build_tokenizer().save_pretrained(tmp_path / "hat")

@@ -330,7 +330,7 @@ def test_sft_lora_then_merge(tiny_hat, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from recipes.merge_lora import merge
+    from hat.recipes.merge_lora import merge
 
     out = tmp_path / "lora"
     trainer = run_recipe("sft", tiny_hat, out, "--use_peft", "true", "--lora_r", "4", "--lora_alpha", "8",
