@@ -5,6 +5,7 @@
 """
 
 from .config import HATConfig
-from .modeling import HATForCausalLM, HATModel
+from .causal_lm import HATForCausalLM
+from .model.modeling import HATModel
 
 __all__ = ["HATConfig", "HATForCausalLM", "HATModel"]

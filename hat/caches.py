@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .modeling import additive_mask
+from .model.layout import additive_mask
 
 
 class ByteKVCache:

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
 from .config import HATConfig
-from .modeling import HATForCausalLM
+from .causal_lm import HATForCausalLM
 from .sizing import (
     NEW_MODULES,
     ConversionError,

@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load(model_dir: str, device: str = "cpu", dtype: str = "auto"):
     """The model (eval mode) and its tokenizer; a default byte tokenizer when none was saved with the model."""
-    from .modeling import HATForCausalLM
+    from .causal_lm import HATForCausalLM
     from .tokenizer import HATTokenizer, build_tokenizer
 
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)

@@ -39,7 +39,7 @@ import torch
 
 from .caches import ByteKVCache, ByteSlots, RotaryTable, WordKVCache
 from .fused import FusedStack, fused_stack
-from .modeling import additive_mask, build_layout, causal_mask, gather_words
+from .model.layout import additive_mask, build_layout, causal_mask, gather_words
 from .splitter import WordBoundaryDetector
 
 # Ring slots beyond the sliding window: a step may re-decode up to this many trailing positions minus one.

@@ -28,7 +28,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from .config import HATConfig, release_sub_configs
-from .modeling import HATDecoderConnector, HATEncoderConnector, HATForCausalLM
+from .causal_lm import HATForCausalLM
+from .model.decoder import HATDecoderConnector
+from .model.pooling import HATEncoderConnector
 
 
 class ConversionError(ValueError):

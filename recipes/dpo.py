@@ -30,7 +30,7 @@ import datasets
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser
 
 from hat.data import DataArguments, load_mixture, preference_as_chat, preference_overflow
-from hat.modeling import freeze_inert_parameters
+from hat.model.parts import freeze_inert_parameters
 from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)

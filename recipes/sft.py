@@ -23,7 +23,7 @@ import datasets
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from hat.data import DataArguments, chat_lengths, load_mixture
-from hat.modeling import freeze_inert_parameters
+from hat.model.parts import freeze_inert_parameters
 from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)

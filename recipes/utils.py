@@ -21,7 +21,7 @@ BACKBONE_LORA_TARGETS = r"model\.backbone\.layers\.\d+\.(self_attn\.(q|k|v|o)_pr
 # The HAT parts around the backbone train in full. As `modules_to_save`, PEFT trains a copy of each, saves it with
 # the adapter, keeps the original for the adapter-disabled model (DPO's reference), and puts the copy in place on
 # `merge_and_unload`. PEFT matches these names as suffixes of module names. The decoder is listed by its trainable
-# pieces, leaving out the query-side weights that cannot change the output (`hat.modeling.INERT_PARAMETERS`): they
+# pieces, leaving out the query-side weights that cannot change the output (`hat.model.parts.INERT_PARAMETERS`): they
 # stay frozen originals, so that no rank waits for their (absent) gradients and ZeRO-3, which saves PEFT models
 # without frozen parameters, saves every tensor of the copies.
 HAT_MODULES_TO_SAVE = [

@@ -40,7 +40,7 @@ from hat.conversion import (
     parameter_counts,
     read_gguf_metadata,
 )
-from hat.modeling import additive_mask, causal_mask
+from hat.model.layout import additive_mask, causal_mask
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA31_ROPE = {

@@ -9,7 +9,8 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRot
 
 from hat.fused import FusedStack, fused_stack, supports
 from hat.caches import ByteKVCache
-from hat.modeling import additive_mask, causal_mask, run_layers
+from hat.model.attention import run_layers
+from hat.model.layout import additive_mask, causal_mask
 
 LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                "original_max_position_embeddings": 64}

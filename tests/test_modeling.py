@@ -10,7 +10,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, LlamaFor
 
 from conftest import encode
 from hat import HATConfig, HATForCausalLM
-from hat.modeling import INERT_PARAMETERS, build_layout
+from hat.model.layout import build_layout
+from hat.model.parts import INERT_PARAMETERS
 
 TEXTS = [
     "Hello, world! HAT models read bytes.",
@@ -268,7 +269,7 @@ def test_backbone_layers_match_llama_layers():
     W = 12
     x = torch.randn(2, W, bb.hidden_size)
     expected = llama.model(inputs_embeds=x).last_hidden_state  # Llama's layers + its final norm
-    from hat.modeling import additive_mask, causal_mask
+    from hat.model.layout import additive_mask, causal_mask
 
     positions = torch.arange(W).expand(2, W)
     mask = additive_mask(causal_mask(torch.ones(2, W, dtype=torch.bool)), x.dtype)

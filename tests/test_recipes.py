@@ -78,7 +78,7 @@ def changed(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], prefix: str 
 
 
 def is_inert(name: str) -> bool:
-    from hat.modeling import INERT_PARAMETERS
+    from hat.model.parts import INERT_PARAMETERS
 
     return ".decoder_layers." in name and name.endswith(INERT_PARAMETERS)
 

@@ -1,0 +1,128 @@
+"""`HATForCausalLM`: byte encoder -> word pooling -> Llama 3.1 backbone -> word-to-byte decoder.
+
+    input_ids (B, T) bytes
+      -> encoder: byte embedding + sliding-window Llama layers over bytes          byte_states (B, T, E)
+      -> encoder connector: a learned query per word cross-attends to its bytes    word_embeds (B, W, D)
+      -> backbone: Llama 3.1 blocks over words (no embedding / final norm / head)  word_states (B, W, D)
+      -> decoder connector: shift right by one word, learned first-word vector     word_preds  (B, W, D)
+      -> decoder: per layer, add word_preds[word of byte] (cross-attention with one key), then a
+         sliding-window Llama layer over bytes; final RMSNorm                      byte_states (B, T, E)
+      -> lm_head                                                                   byte_logits (B, T, 256)
+
+Word boundaries come from the splitter (`hat.splitter.word_lengths_from_bytes`) when the caller does not pass
+`word_lengths`, so TRL's trainers, which pass only `input_ids` / `attention_mask`, train the model as it is.
+
+In memory the byte-level stack lives in `HATModel` (`model.model`) so that `model.model(...).last_hidden_state`
+times `model.lm_head.weight` are the logits (TRL's fused LM head relies on it). On disk the keys are the
+release's (`encoder.*`, `backbone.layers.N.*`, `decoder.decoder_layers.N.*`, `lm_head.weight`, ...): a
+registered `WeightRenaming` adds the `model.` prefix on load and removes it on save.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .config import MODEL_TYPE, HATConfig
+from .model.modeling import HATModel, HATPreTrainedModel
+from .model.parts import RELEASE_TOP_MODULES, freeze_inert_parameters
+
+
+class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
+    _tied_weights_keys = {}
+
+    def __init__(self, config: HATConfig):
+        super().__init__(config)
+        self.model = HATModel(config)
+        self.lm_head = nn.Linear(config.decoder_config.hidden_size, config.decoder_config.vocab_size, bias=False)
+        self.post_init()
+        freeze_inert_parameters(self)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.encoder.embedding_layer
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.encoder.embedding_layer = value
+
+    def get_output_embeddings(self) -> nn.Linear:
+        return self.lm_head
+
+    def set_output_embeddings(self, value: nn.Linear) -> None:
+        self.lm_head = value
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """`nn.Module.load_state_dict`, also for the release's key names as they are on disk: `Trainer` reads a
+        checkpoint's safetensors with those names when it resumes a run without DeepSpeed."""
+        on_disk = re.compile(rf"^({'|'.join(RELEASE_TOP_MODULES)})\.")
+        state_dict = {on_disk.sub(r"model.\1.", key): value for key, value in state_dict.items()}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        word_lengths: Sequence[Sequence[int]] | None = None,
+        logits_to_keep: int = 0,
+        **kwargs,
+    ) -> CausalLMOutputWithPast:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, T)`): byte values.
+            attention_mask (`torch.Tensor` of shape `(B, T)`, *optional*): 1 for real bytes.
+            labels (`torch.LongTensor` of shape `(B, T)`, *optional*): next-byte targets, shifted inside as in every
+                HF causal LM; -100 (and padding) is ignored.
+            word_lengths (`list[list[int]]`, *optional*): word segmentation; computed when omitted.
+            logits_to_keep (`int`, *optional*): only compute the last `logits_to_keep` positions' logits (0: all).
+        """
+        num_items_in_batch = kwargs.pop("num_items_in_batch", None)
+        outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
+        hidden = outputs.last_hidden_state
+        if logits_to_keep:
+            hidden = hidden[:, -logits_to_keep:]
+        logits = self.lm_head(hidden)  # (B, T, 256)
+
+        loss = None
+        if labels is not None:
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask == 0, -100)
+            loss = self.loss_function(logits, labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=(outputs.word_hidden_states,))
+
+    @torch.no_grad()
+    def generate(
+        self, inputs=None, generation_config=None, logits_processor=None, stopping_criteria=None,
+        prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None, **kwargs,
+    ):
+        """HF's `generate` arguments, byte by byte: batched, with byte- and word-level KV caches (`hat.generation`)."""
+        from .generation import generate
+
+        return generate(
+            self, inputs, generation_config, logits_processor, stopping_criteria,
+            prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, streamer=streamer, assistant_model=assistant_model,
+            **kwargs,
+        )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Registration: Auto classes and the on-disk key names of the release.
+# ----------------------------------------------------------------------------------------------------------
+def _register() -> None:
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers.core_model_loading import WeightRenaming
+
+    AutoConfig.register(MODEL_TYPE, HATConfig, exist_ok=True)
+    AutoModelForCausalLM.register(HATConfig, HATForCausalLM, exist_ok=True)
+    if get_checkpoint_conversion_mapping("HATForCausalLM") is None:
+        # One pattern, longest names first: the reversed pattern (used on save) is a regex in which `decoder.`
+        # would also match `decoder_connector`.
+        names = "|".join(sorted(RELEASE_TOP_MODULES, key=len, reverse=True))
+        register_checkpoint_conversion_mapping("HATForCausalLM", [WeightRenaming(rf"^({names})\.", r"model.\1.")])
+
+
+_register()

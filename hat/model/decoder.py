@@ -1,0 +1,84 @@
+"""The word-to-byte decoder (`decoder_connector.*`, `decoder.decoder_layers.N.*`, ARCHITECTURE.md §3.5): the
+backbone's predictions shifted right by one word, added to every byte of their word, then sliding-window Llama
+layers over the bytes."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+from transformers import LlamaConfig
+from transformers.cache_utils import Cache
+from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
+
+from .attention import HATCrossAttention
+from .layout import gather_words
+
+
+class HATDecoderConnector(nn.Module):
+    def __init__(self, backbone_hidden_size: int):
+        super().__init__()
+        self.first_word_embedding = nn.Parameter(torch.empty(1, 1, backbone_hidden_size))
+
+    def forward(self, word_states: torch.Tensor) -> torch.Tensor:
+        """word_states (B, W, D) -> word_preds (B, W, D): slot i holds the backbone's prediction for word i."""
+        first = self.first_word_embedding.expand(word_states.shape[0], 1, -1).to(word_states.dtype)
+        return torch.cat([first, word_states[:, :-1]], dim=1)
+
+
+class HATDecoderBlock(nn.Module):
+    def __init__(self, config: LlamaConfig, layer_idx: int, add_cross_attention: bool):
+        super().__init__()
+        cross = config.cross_attention_config
+        self.add_cross_attention = add_cross_attention
+        # query_norm (and the cross-attention's q/k projections) never change the output: each byte attends to
+        # exactly one key. They stay for checkpoint compatibility and are frozen (see `INERT_PARAMETERS`).
+        self.query_norm = LlamaRMSNorm(cross.hidden_size_q, eps=config.rms_norm_eps)
+        self.kv_norm = LlamaRMSNorm(cross.hidden_size_kv, eps=config.rms_norm_eps)
+        if add_cross_attention:
+            self.cross_attention = HATCrossAttention(config, cross)
+        self.llama_layer = LlamaDecoderLayer(config, layer_idx)
+
+    def word_conditioning(self, word_preds: torch.Tensor) -> torch.Tensor:
+        """word_preds (B, W, D) -> the term each byte of word i adds, (B, W, E)."""
+        return self.cross_attention.single_key(self.kv_norm(word_preds))
+
+
+class HATDecoder(nn.Module):
+    def __init__(self, config: LlamaConfig):
+        super().__init__()
+        self.decoder_layers = nn.ModuleList(
+            HATDecoderBlock(config, i, config.cross_attn_every_layer or i == 0) for i in range(config.num_hidden_layers)
+        )
+        self.rotary_emb = LlamaRotaryEmbedding(config)
+        self.sliding_window = config.sliding_window
+
+    def forward(
+        self, byte_states, word_preds, byte_word, attention_mask, positions, past_key_values: Cache | None = None,
+        word_conditioning: Sequence[torch.Tensor | None] | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """byte_states (B, T, E), word_preds (B, W, D), byte_word (B, T) -> byte_states (B, T, E).
+
+        Optional, for cached generation: `word_conditioning` (one tensor broadcastable to (B, T, E) per block) is the
+        per-block term `gather_words(block.word_conditioning(word_preds), byte_word)` computed beforehand (it changes
+        only when a word ends; `word_preds` and `byte_word` are then unused); `position_embeddings` (cos, sin) is
+        `self.rotary_emb(., positions)` computed beforehand.
+        """
+        hidden_states = byte_states
+        if position_embeddings is None:
+            position_embeddings = self.rotary_emb(hidden_states, positions)
+        for i, block in enumerate(self.decoder_layers):
+            # Word conditioning: every byte of word i gets the prediction for word i.
+            if block.add_cross_attention:
+                if word_conditioning is not None:
+                    hidden_states = hidden_states + word_conditioning[i]
+                else:
+                    hidden_states = hidden_states + gather_words(block.word_conditioning(word_preds), byte_word)
+            hidden_states = block.llama_layer(
+                hidden_states, attention_mask=attention_mask, position_ids=positions,
+                past_key_values=past_key_values, use_cache=past_key_values is not None,
+                position_embeddings=position_embeddings,
+            )
+        return hidden_states
