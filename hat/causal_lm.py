@@ -20,7 +20,6 @@ registered `WeightRenaming` adds the `model.` prefix on load and removes it on s
 
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import torch
@@ -30,7 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import MODEL_TYPE, HATConfig
 from .model.modeling import HATModel, HATPreTrainedModel
-from .model.parts import RELEASE_TOP_MODULES, freeze_inert_parameters
+from .model.parts import freeze_inert_parameters, memory_name, weight_renaming
 
 
 class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
@@ -58,8 +57,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """`nn.Module.load_state_dict`, also for the release's key names as they are on disk: `Trainer` reads a
         checkpoint's safetensors with those names when it resumes a run without DeepSpeed."""
-        on_disk = re.compile(rf"^({'|'.join(RELEASE_TOP_MODULES)})\.")
-        state_dict = {on_disk.sub(r"model.\1.", key): value for key, value in state_dict.items()}
+        state_dict = {memory_name(key): value for key, value in state_dict.items()}
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def forward(
@@ -113,16 +111,14 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
 # Registration: Auto classes and the on-disk key names of the release.
 # ----------------------------------------------------------------------------------------------------------
 def _register() -> None:
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
-    from transformers.core_model_loading import WeightRenaming
-
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
     AutoConfig.register(MODEL_TYPE, HATConfig, exist_ok=True)
     AutoModelForCausalLM.register(HATConfig, HATForCausalLM, exist_ok=True)
     if get_checkpoint_conversion_mapping("HATForCausalLM") is None:
-        # One pattern, longest names first: the reversed pattern (used on save) is a regex in which `decoder.`
-        # would also match `decoder_connector`.
-        names = "|".join(sorted(RELEASE_TOP_MODULES, key=len, reverse=True))
-        register_checkpoint_conversion_mapping("HATForCausalLM", [WeightRenaming(rf"^({names})\.", r"model.\1.")])
+        register_checkpoint_conversion_mapping("HATForCausalLM", weight_renaming())
 
 
 _register()

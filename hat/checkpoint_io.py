@@ -36,17 +36,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
-from .config import HATConfig
 from .causal_lm import HATForCausalLM
+from .config import HATConfig
+from .model.parts import NEW_PARTS, disk_name, new_modules
 from .sizing import (
-    NEW_MODULES,
     ConversionError,
     check_llama_config,
-    disk_name,
     hat_config_from_llama,
     hat_key,
     init_new_modules,
-    new_modules,
 )
 
 
@@ -506,7 +504,7 @@ def convert_checkpoint(
         tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary dir
         _write_weights(plan, tmp, seed, progress)
         new_params = {
-            k: sum(math.prod(s) for n, s in plan.new_shapes.items() if n.startswith(f"{k}.")) for k in NEW_MODULES
+            k: sum(math.prod(s) for n, s in plan.new_shapes.items() if n.startswith(f"{k}.")) for k in NEW_PARTS
         }
         tokenizer = _save_tokenizer(plan.config, tmp)
         plan.config.save_pretrained(tmp)

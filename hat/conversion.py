@@ -53,27 +53,24 @@ from .sizing import (
     AUTO_NEW_FRACTION,
     DROPPED,
     LLAMA_TO_HAT,
-    NEW_MODULES,
     PRESETS,
     RELEASE_8B_SIZES,
     ConversionError,
     auto_sizes,
     backbone_config_dict,
     check_llama_config,
-    disk_name,
     hat_config_from_llama,
     hat_from_llama,
     hat_key,
     init_new_modules,
-    new_modules,
     parameter_counts,
 )
 
 __all__ = [
     # hat.sizing
-    "AUTO_NEW_FRACTION", "DROPPED", "LLAMA_TO_HAT", "NEW_MODULES", "PRESETS", "RELEASE_8B_SIZES", "ConversionError",
-    "auto_sizes", "backbone_config_dict", "check_llama_config", "disk_name", "hat_config_from_llama",
-    "hat_from_llama", "hat_key", "init_new_modules", "new_modules", "parameter_counts",
+    "AUTO_NEW_FRACTION", "DROPPED", "LLAMA_TO_HAT", "PRESETS", "RELEASE_8B_SIZES", "ConversionError",
+    "auto_sizes", "backbone_config_dict", "check_llama_config", "hat_config_from_llama",
+    "hat_from_llama", "hat_key", "init_new_modules", "parameter_counts",
     # hat.checkpoint_io
     "DEFAULT_GGUF", "DTYPES", "GGUF_REQUIRED_KEYS", "ConversionSummary", "SourceTensor", "check_free_disk",
     "check_gguf", "check_output", "convert_checkpoint", "convert_gguf", "default_source", "generation_config",

@@ -27,9 +27,10 @@ from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from .config import HATConfig, release_sub_configs
 from .causal_lm import HATForCausalLM
+from .config import HATConfig, release_sub_configs
 from .model.decoder import HATDecoderConnector
+from .model.parts import disk_name, new_modules
 from .model.pooling import HATEncoderConnector
 
 
@@ -57,8 +58,6 @@ LLAMA_TO_HAT = {
 }
 # Subword embedding, subword LM head and the final norm: a byte model replaces all three.
 DROPPED = ("model.embed_tokens.weight", "lm_head.weight", "model.norm.weight")
-# Top-level on-disk prefixes of the modules that the conversion creates (everything but `backbone`).
-NEW_MODULES = ("encoder", "encoder_connector", "decoder_connector", "decoder", "layer_norm", "lm_head")
 
 _LAYER_KEY = re.compile(r"model\.layers\.(\d+)\.(.+)")
 
@@ -76,20 +75,6 @@ def hat_key(llama_key: str) -> str | None:
     if template not in LLAMA_TO_HAT:
         raise ConversionError(f"source tensor {llama_key!r} is not in LLAMA_TO_HAT and not in DROPPED")
     return LLAMA_TO_HAT[template].format(index)
-
-
-def disk_name(name: str) -> str:
-    """In-memory name (`model.encoder...`) -> on-disk name (`encoder...`); `lm_head.*` is the same in both."""
-    return name.removeprefix("model.")
-
-
-def new_modules(model: HATForCausalLM) -> dict[str, nn.Module]:
-    """The modules a conversion creates, by on-disk prefix."""
-    m = model.model
-    return {
-        "encoder": m.encoder, "encoder_connector": m.encoder_connector, "decoder_connector": m.decoder_connector,
-        "decoder": m.decoder, "layer_norm": m.layer_norm, "lm_head": model.lm_head,
-    }
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -165,7 +150,7 @@ def _swiglu_size(width: int) -> int:
 
 
 def parameter_counts(config: HATConfig) -> dict[str, int]:
-    """Parameters per on-disk top-level module (`backbone` plus `NEW_MODULES`), counted on the meta device
+    """Parameters per on-disk top-level module (`backbone` plus `hat.model.parts.NEW_PARTS`), counted on the meta device
     (with one backbone layer, multiplied out, so that the `auto` search stays fast for 70B)."""
     shallow = copy.deepcopy(config)
     shallow.backbone_config.num_hidden_layers = 1

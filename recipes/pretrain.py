@@ -27,13 +27,14 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
+from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoConfig, Trainer, TrainingArguments, get_scheduler
 from trl import ModelConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from hat.data import DataArguments, load_mixture, pretraining_sequences
-from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
+from hat.model.parts import is_backbone
 
 logger = logging.getLogger(__name__)
 
@@ -67,11 +68,6 @@ class PretrainConfig(TrainingArguments):
                 f"freeze_backbone_steps ({self.freeze_backbone_steps}) and backbone_lr_ratio "
                 f"({self.backbone_lr_ratio}) must be >= 0"
             )
-
-
-def is_backbone(name: str) -> bool:
-    """In memory the Llama blocks are `model.backbone.layers.N...` (release name `backbone.layers.N...`)."""
-    return name.startswith("model.backbone.")
 
 
 def _after(multiplier, start: int, step: int) -> float:

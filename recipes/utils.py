@@ -13,22 +13,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, TrainingArguments
 from trl import ModelConfig, get_peft_config
 
 import hat  # noqa: F401  (registers HATForCausalLM with the Auto classes)
+from hat.model.parts import BACKBONE_LORA_TARGETS, LORA_MODULES_TO_SAVE
 from hat.tokenizer import HATTokenizer, build_tokenizer
-
-# LoRA goes on the Llama blocks only. PEFT matches a string `target_modules` as a regex against the whole module
-# name (in memory: `model.backbone.layers.N....`).
-BACKBONE_LORA_TARGETS = r"model\.backbone\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
-# The HAT parts around the backbone train in full. As `modules_to_save`, PEFT trains a copy of each, saves it with
-# the adapter, keeps the original for the adapter-disabled model (DPO's reference), and puts the copy in place on
-# `merge_and_unload`. PEFT matches these names as suffixes of module names. The decoder is listed by its trainable
-# pieces, leaving out the query-side weights that cannot change the output (`hat.model.parts.INERT_PARAMETERS`): they
-# stay frozen originals, so that no rank waits for their (absent) gradients and ZeRO-3, which saves PEFT models
-# without frozen parameters, saves every tensor of the copies.
-HAT_MODULES_TO_SAVE = [
-    "model.encoder", "model.encoder_connector", "model.decoder_connector",
-    "kv_norm", "cross_attention.v_proj", "cross_attention.o_proj", "llama_layer",  # model.decoder.decoder_layers.N.*
-    "model.layer_norm", "lm_head",
-]  # fmt: skip
 
 logger = logging.getLogger(__name__)
 
@@ -92,5 +78,5 @@ def lora_config(model_args: ModelConfig) -> LoraConfig | None:
     if model_args.lora_target_modules is None:
         model_args.lora_target_modules = BACKBONE_LORA_TARGETS
     if model_args.lora_modules_to_save is None:
-        model_args.lora_modules_to_save = list(HAT_MODULES_TO_SAVE)
+        model_args.lora_modules_to_save = list(LORA_MODULES_TO_SAVE)
     return get_peft_config(model_args)

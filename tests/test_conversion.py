@@ -19,16 +19,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hat.convert.__main__ import DEFAULT_OUTPUT, main
 from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from hat.convert.__main__ import DEFAULT_OUTPUT, main
 from hat import HATConfig, HATForCausalLM
 from hat.conversion import (
     DROPPED,
     LLAMA_TO_HAT,
-    NEW_MODULES,
     ConversionError,
     check_gguf,
     default_source,
@@ -41,6 +40,7 @@ from hat.conversion import (
     read_gguf_metadata,
 )
 from hat.model.layout import additive_mask, causal_mask
+from hat.model.parts import NEW_PARTS
 
 ROOT = Path(__file__).resolve().parent.parent
 LLAMA31_ROPE = {
@@ -157,7 +157,7 @@ def test_release_8b_and_auto_sizes():
     assert (enc.hidden_size, enc.num_attention_heads, enc.head_dim, enc.intermediate_size) == (128, 2, 64, 352)
     assert (enc.num_hidden_layers, config.decoder_config.num_hidden_layers, enc.sliding_window) == (6, 4, 768)
     counts = parameter_counts(config)
-    new = sum(counts[k] for k in NEW_MODULES)
+    new = sum(counts[k] for k in NEW_PARTS)
     assert counts["backbone"] == 106_202_880 and 0.02 < new / (new + counts["backbone"]) < 0.04
     with pytest.raises(ConversionError, match="do not fit a backbone of width 576"):
         hat_config_from_llama(smollm2, "release-8b")  # byte head size 128 does not divide 576
