@@ -1,18 +1,18 @@
 r"""The exact engine of `hat.splitter`: a char-by-char port of the Rust `hat-splitter` 0.1.10's word
 rule (before the size limit), and the Unicode tables it reads.
 
-Private: `hat.splitter` is the public module; its docstring gives the rule (steps 1-6) and how the
-fast path uses this module. Here:
+`hat.splitter`'s docstring gives the rule (steps 1-6), `hat.splitter.fast`'s how the fast path uses
+this module. Here:
 - the Unicode tables: `regex`'s (Unicode 17) with the override tables that make them the Rust
   crate's (Unicode 16): `_WB_OTHER`, `_EP_EXTRA`, `_P_DROP`, `_LL_EXTRA` as `regex` class bodies,
   the same as char sets (`_WB_OTHER_CHARS`, ...), and the character classes built from them
-  (`_C_P`, `_C_LL`, `_C_LU`, `_C_WS`, `_C_EP`), from which `hat.splitter` also builds its patterns;
+  (`_C_P`, `_C_LL`, `_C_LU`, `_C_WS`, `_C_EP`), from which `hat.splitter.fast` builds its patterns;
 - `_props`: the six properties of a char that the rule reads (word-break category, `\p{P}`,
   `\p{Ll}`, `\p{Lu}`, White_Space, Extended_Pictographic), cached;
 - `_uax29_segments`: a line-by-line port of `unicode-segmentation` 1.12's forward word-bound
   iterator (`split_word_bounds`, quirks included), i.e. step 1;
 - `_split_exact`: hat-splitter's lex/parse on top of it (steps 2-5, no size limit). Slow; exact on
-  any text; `hat.splitter` uses it for the rare regions its fast pattern cannot split.
+  any text; `hat.splitter.fast` uses it for the rare regions its pattern cannot split.
 """
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ _C_EP = rf"[\p{{ExtPict}}{_EP_EXTRA}]"
 
 # ----------------------------------------------------------------------------------------------
 # Exact engine: a port of unicode-segmentation's forward UWordBounds + hat-splitter's lex/parse.
-# Used for the rare regions `hat.splitter._FAST` cannot split; reads one char at a time.
+# Used for the rare regions `hat.splitter.fast._FAST` cannot split; reads one char at a time.
 # ----------------------------------------------------------------------------------------------
 
 (_OTHER, _CR, _LF, _NEWLINE, _EXTEND, _ZWJ, _RI, _FORMAT, _KATAKANA, _HEBREW, _ALETTER, _SQ, _DQ,
