@@ -1,4 +1,4 @@
-"""`HATConfig`: the configuration of a hierarchical autoregressive transformer.
+"""`HATConfig`: the configuration of a hierarchical autoregressive transformer (ARCHITECTURE.md §4).
 
 The layout is that of the released Llama-3.1-8B/70B-TFree-HAT `config.json`:
 
@@ -15,21 +15,28 @@ The layout is that of the released Llama-3.1-8B/70B-TFree-HAT `config.json`:
 In memory each sub-config is a real `LlamaConfig` (so transformers' Llama layers and rotary embeddings take
 them as they are); `to_dict` writes the release's field names (`rope_scaling` / `rope_theta`, the eight
 `cross_attention_config` keys) so that the release's own loader reads our checkpoints too.
+
+Every check runs when the config is built and raises a `ValueError` naming the values. Fields written in two
+places agree: the top-level `sliding_window` (what the release's vLLM fork reads) is the encoder's and decoder's
+window. Release options this toolkit does not implement are refused, not ignored: QK-norm in the self-attention
+layers (`key_query_norm` of a sub-config), interleaved RoPE (`is_neox_style: false`), a backbone sliding window and
+pooling over more than one word (`word_window_size` other than 1).
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from transformers import LlamaConfig, PreTrainedConfig
 
+from .special_tokens import BYTE_VOCAB_SIZE, DEFAULT_SPECIAL_TOKEN_DICT, EOT_TOKEN, validate_special_token_dict
+from .splitter import DEFAULT_MAX_WORD_SIZE
+
 MODEL_TYPE = "hierarchical_autoregressive_transformer"
-BYTE_VOCAB_SIZE = 256
-# Byte values that never occur in UTF-8: the only ones a special token may take.
-SPECIAL_BYTE_VALUES = frozenset({0xC0, 0xC1, *range(0xF5, 0x100)})
-DEFAULT_SPECIAL_TOKENS = {"<|eot_id|>": 192}
+SUB_CONFIGS = ("encoder_config", "backbone_config", "decoder_config")
 
 # Fields of a sub-config as the release writes them, in its order.
 _RELEASE_SUBCONFIG_KEYS = (
@@ -38,6 +45,19 @@ _RELEASE_SUBCONFIG_KEYS = (
     "mlp_bias", "use_cache", "sliding_window", "key_query_norm", "key_query_norm_per_head",
     "is_neox_style", "hidden_act", "head_dim",
 )
+# Sizes a sub-config must give (the release's loader requires them too); all must be ints >= 1.
+_REQUIRED_SIZES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
+# Top-level sizes that transformers' utilities read, derived from the sub-configs (not written to config.json).
+_DERIVED = {
+    "vocab_size": "the byte vocabulary (decoder_config.vocab_size)",
+    "hidden_size": "backbone_config.hidden_size",
+    "num_hidden_layers": "backbone_config.num_hidden_layers",
+}
+
+
+def _check_positive(where: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{where} must be an int >= 1, got {value!r}")
 
 
 @dataclass
@@ -45,7 +65,9 @@ class CrossAttentionConfig:
     """Sizes of a cross-attention block (encoder connector or decoder); key names are the release's.
 
     `hidden_size` is the attention width (heads x head_dim); queries come from `hidden_size_q` and keys/values
-    from `hidden_size_kv`; the output projects back to `hidden_size_q`.
+    from `hidden_size_kv`; the output projects back to `hidden_size_q`. `word_window_size` is how many words' bytes
+    a word's query pools over: 1 (its own), the only value implemented (and the release's). `key_query_norm`
+    (RMSNorm on queries and keys, over each head if `key_query_norm_per_head`) is implemented.
     """
 
     hidden_size: int
@@ -61,10 +83,15 @@ class CrossAttentionConfig:
     def from_any(cls, value: CrossAttentionConfig | dict[str, Any]) -> CrossAttentionConfig:
         if isinstance(value, cls):
             return value
+        if not isinstance(value, Mapping):
+            raise ValueError(f"cross_attention_config must be a dict, got {type(value).__name__} {value!r}")
         known = {f.name for f in fields(cls)}
         unknown = set(value) - known
         if unknown:
             raise ValueError(f"cross_attention_config has unknown keys {sorted(unknown)}; expected {sorted(known)}")
+        missing = [f.name for f in fields(cls)[:5] if f.name not in value]
+        if missing:
+            raise ValueError(f"cross_attention_config has no {missing}; got {dict(value)}")
         return cls(**value)
 
     @property
@@ -72,18 +99,50 @@ class CrossAttentionConfig:
         return self.hidden_size // self.num_attention_heads
 
     def validate(self, where: str) -> None:
+        where = f"{where}.cross_attention_config"
+        for name in ("hidden_size", "hidden_size_q", "hidden_size_kv", "num_attention_heads", "attention_num_kv_heads"):
+            _check_positive(f"{where}.{name}", getattr(self, name))
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"{where}.cross_attention_config: hidden_size ({self.hidden_size}) is not a multiple of "
+                f"{where}: hidden_size ({self.hidden_size}) is not a multiple of "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
         if self.num_attention_heads % self.attention_num_kv_heads:
             raise ValueError(
-                f"{where}.cross_attention_config: num_attention_heads ({self.num_attention_heads}) is not a "
+                f"{where}: num_attention_heads ({self.num_attention_heads}) is not a "
                 f"multiple of attention_num_kv_heads ({self.attention_num_kv_heads})"
             )
+        if self.word_window_size != 1 or isinstance(self.word_window_size, bool):
+            raise ValueError(
+                f"{where}.word_window_size is {self.word_window_size!r}: only 1 is implemented (each word's query "
+                "attends to its own bytes, as in the release)"
+            )
+        for name in ("key_query_norm", "key_query_norm_per_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{where}.{name} must be true or false, got {getattr(self, name)!r}")
 
     to_dict = asdict
+
+
+def _check_sub_config(get: Callable[[str], Any], where: str) -> None:
+    """Checks on a sub-config's raw values (`get(key)`, None when absent), before `LlamaConfig` sees them."""
+    for key in _REQUIRED_SIZES:
+        if get(key) is None:
+            raise ValueError(f"{where} has no {key}")
+        _check_positive(f"{where}.{key}", get(key))
+    if get("head_dim") is not None:
+        _check_positive(f"{where}.head_dim", get("head_dim"))
+    # Flags of the release's self-attention layers that these layers (transformers' LlamaDecoderLayer) do not have.
+    if get("key_query_norm"):
+        raise ValueError(
+            f"{where}.key_query_norm is {get('key_query_norm')!r}: QK-norm in the self-attention layers is not "
+            "implemented (it is only in the cross-attention, cross_attention_config.key_query_norm)"
+        )
+    if get("is_neox_style") is not None and get("is_neox_style") is not True:
+        raise ValueError(
+            f"{where}.is_neox_style is {get('is_neox_style')!r}: only true (Llama's rotate-half RoPE) is "
+            "implemented, not interleaved (GPT-J style) RoPE"
+        )
 
 
 def _llama_kwargs(d: dict[str, Any]) -> dict[str, Any]:
@@ -98,22 +157,31 @@ def _llama_kwargs(d: dict[str, Any]) -> dict[str, Any]:
         d["rope_parameters"] = rope
     else:
         d.pop("rope_scaling", None), d.pop("rope_theta", None)
-    d.pop("is_neox_style", None)  # always True for Llama RoPE
+    d.pop("is_neox_style", None)  # checked to be True: Llama's RoPE
     return d
 
 
 def make_sub_config(d: dict[str, Any] | LlamaConfig, *, role: str) -> LlamaConfig:
-    """Build the `LlamaConfig` for one component (`role` is "encoder", "backbone" or "decoder")."""
+    """Build the `LlamaConfig` for one component (`role` is "encoder", "backbone" or "decoder").
+
+    Raises:
+        `ValueError`: for a missing or non-positive size, or a release option that is not implemented.
+    """
+    where = f"{role}_config"
     if isinstance(d, LlamaConfig):
+        _check_sub_config(lambda key: getattr(d, key, None), where)
         return d
+    if not isinstance(d, Mapping):
+        raise ValueError(f"{where} must be a dict or a LlamaConfig, got {type(d).__name__} {d!r}")
     d = dict(d)
+    _check_sub_config(d.get, where)
     cross = d.get("cross_attention_config")
+    if role == "backbone":
+        d.setdefault("vocab_size", 0)  # no token embedding (a non-zero value is refused in `validate_hat`)
     # Token ids belong to the HAT config; sub-configs have none (Llama's defaults would not fit vocab_size 0).
     cfg = LlamaConfig(**{"bos_token_id": None, "eos_token_id": None, "pad_token_id": None, **_llama_kwargs(d)})
     cfg.key_query_norm = bool(d.get("key_query_norm", False))
-    cfg.key_query_norm_per_head = bool(d.get("key_query_norm_per_head", False))
-    if role == "backbone":
-        cfg.vocab_size = 0
+    cfg.key_query_norm_per_head = bool(d.get("key_query_norm_per_head", False))  # only read with key_query_norm
     if role in ("encoder", "decoder"):
         if cross is None:
             raise ValueError(f"{role}_config needs a cross_attention_config")
@@ -144,7 +212,7 @@ def sub_config_to_release_dict(cfg: LlamaConfig) -> dict[str, Any]:
         "sliding_window": getattr(cfg, "sliding_window", None),
         "key_query_norm": getattr(cfg, "key_query_norm", False),
         "key_query_norm_per_head": getattr(cfg, "key_query_norm_per_head", False),
-        "is_neox_style": True,
+        "is_neox_style": True,  # the only value accepted
         "hidden_act": cfg.hidden_act,
         "head_dim": cfg.head_dim,
     }
@@ -165,11 +233,22 @@ class HATConfig(PreTrainedConfig):
         backbone_config (`dict` or `LlamaConfig`): the Llama 3.1 blocks, run over words (`vocab_size` 0).
         decoder_config (`dict` or `LlamaConfig`): byte decoder; its `cross_attention_config` conditions each
             word's bytes on the backbone's prediction for that word.
-        special_token_dict (`dict[str, int]`): special strings and the byte value each one takes; the values
-            must be bytes that never occur in UTF-8 (0xC0, 0xC1, 0xF5-0xFF).
+        special_token_dict (`dict[str, int]`): special strings and the byte value each one takes (the rule:
+            `hat.special_tokens.validate_special_token_dict`). Defaults to `{"<|eot_id|>": 192}`.
         max_word_size (`int`): words longer than this many bytes are cut into chunks.
-        sliding_window (`int`): byte attention window of encoder and decoder (mirrors their sub-configs).
+        sliding_window (`int`, *optional*): byte attention window of encoder and decoder. Derived from their
+            sub-configs (which must agree) when not given; checked against them when given.
         max_position_embeddings (`int`): longest byte sequence.
+        eos_token_id (`int` or `list[int]`, *optional*): defaults to the byte of `<|eot_id|>`; must be special bytes.
+        pad_token_id (`int`, *optional*): a byte value.
+
+    The three sub-configs come together: give all of them, or none, in which case `HATConfig()` is
+    `HATConfig.tiny()` (for code that builds a config without arguments); a partial set is refused. `vocab_size`
+    (256 bytes), `hidden_size` and `num_hidden_layers` (the backbone's) are read-only, derived from the
+    sub-configs, for transformers' and DeepSpeed's utilities; they are not written to `config.json`.
+
+    Raises:
+        `ValueError`: naming the inconsistent or unsupported values.
     """
 
     model_type = MODEL_TYPE
@@ -181,27 +260,38 @@ class HATConfig(PreTrainedConfig):
         backbone_config: dict | LlamaConfig | None = None,
         decoder_config: dict | LlamaConfig | None = None,
         special_token_dict: dict[str, int] | None = None,
-        max_word_size: int = 100,
-        sliding_window: int = 768,
+        max_word_size: int = DEFAULT_MAX_WORD_SIZE,
+        sliding_window: int | None = None,
         max_position_embeddings: int = 262144,
-        eos_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
         **kwargs,
     ):
-        if encoder_config is None or backbone_config is None or decoder_config is None:
-            tiny = _tiny_sub_configs()
-            encoder_config = encoder_config if encoder_config is not None else tiny["encoder_config"]
-            backbone_config = backbone_config if backbone_config is not None else tiny["backbone_config"]
-            decoder_config = decoder_config if decoder_config is not None else tiny["decoder_config"]
-        self.encoder_config = make_sub_config(encoder_config, role="encoder")
-        self.backbone_config = make_sub_config(backbone_config, role="backbone")
-        self.decoder_config = make_sub_config(decoder_config, role="decoder")
-        self.special_token_dict = dict(DEFAULT_SPECIAL_TOKENS if special_token_dict is None else special_token_dict)
+        given = {"encoder_config": encoder_config, "backbone_config": backbone_config, "decoder_config": decoder_config}
+        if all(c is None for c in given.values()):
+            given = _tiny_sub_configs()
+        missing = [name for name, c in given.items() if c is None]
+        if missing:
+            raise ValueError(
+                f"HATConfig needs all of {list(SUB_CONFIGS)}; {missing} missing (a full config comes from "
+                "HATConfig.release_8b(), HATConfig.tiny(), hat.config.release_sub_configs or convert-llama)"
+            )
+        self.encoder_config = make_sub_config(given["encoder_config"], role="encoder")
+        self.backbone_config = make_sub_config(given["backbone_config"], role="backbone")
+        self.decoder_config = make_sub_config(given["decoder_config"], role="decoder")
+        self.special_token_dict = validate_special_token_dict(
+            DEFAULT_SPECIAL_TOKEN_DICT if special_token_dict is None else special_token_dict
+        )
         self.max_word_size = max_word_size
-        self.sliding_window = sliding_window
+        self.sliding_window = self.encoder_config.sliding_window if sliding_window is None else sliding_window
         self.max_position_embeddings = max_position_embeddings
         if eos_token_id is None:
-            eos_token_id = self.special_token_dict.get("<|eot_id|>")
+            eos_token_id = self.special_token_dict[EOT_TOKEN]
+        # Sizes derived from the sub-configs (properties below): a value given too must agree.
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers"):
+            value = kwargs.pop(name, None)
+            if value is not None and value != getattr(self, name):
+                raise ValueError(f"{name} ({value!r}) must be {getattr(self, name)}, {_DERIVED[name]}")
         # Fields the release writes for its vLLM fork; not ours to interpret.
         for key in ("auto_map", "torch_dtype"):
             kwargs.pop(key, None)
@@ -209,16 +299,55 @@ class HATConfig(PreTrainedConfig):
         super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
         self.validate_hat()
 
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def vocab_size(self) -> int:
+        """`int`: 256, the byte vocabulary (the decoder's `lm_head` output)."""
+        return self.decoder_config.vocab_size
+
+    @property
+    def hidden_size(self) -> int:
+        """`int`: the backbone's width (the model's size; DeepSpeed's "auto" bucket sizes read it)."""
+        return self.backbone_config.hidden_size
+
+    @property
+    def num_hidden_layers(self) -> int:
+        """`int`: the backbone's layers (encoder and decoder have their own, in their sub-configs)."""
+        return self.backbone_config.num_hidden_layers
+
+    @property
+    def special_byte_values(self) -> frozenset[int]:
+        return frozenset(self.special_token_dict.values())
+
     # ------------------------------------------------------------------ checks
     def validate_hat(self) -> None:
-        """Raise a `ValueError` naming the first inconsistent value."""
+        """Raise a `ValueError` naming the first inconsistent value (also run before saving)."""
         enc, bb, dec = self.encoder_config, self.backbone_config, self.decoder_config
+        for name, cfg in (("encoder_config", enc), ("backbone_config", bb), ("decoder_config", dec)):
+            _check_sub_config(lambda key: getattr(cfg, key, None), name)
         for name, cfg in (("encoder_config", enc), ("decoder_config", dec)):
             if cfg.vocab_size != BYTE_VOCAB_SIZE:
                 raise ValueError(f"{name}.vocab_size must be {BYTE_VOCAB_SIZE} (bytes), got {cfg.vocab_size}")
-            if not cfg.sliding_window or cfg.sliding_window < 1:
+            if isinstance(cfg.sliding_window, bool) or not isinstance(cfg.sliding_window, int) or cfg.sliding_window < 1:
                 raise ValueError(f"{name}.sliding_window must be a positive int, got {cfg.sliding_window}")
             cfg.cross_attention_config.validate(name)
+        if bb.vocab_size != 0:
+            raise ValueError(f"backbone_config.vocab_size must be 0 (the backbone reads words), got {bb.vocab_size}")
+        if getattr(bb, "sliding_window", None) is not None:
+            raise ValueError(
+                f"backbone_config.sliding_window is {bb.sliding_window}: a sliding window over words is not "
+                "implemented (the backbone attends to every earlier word); use null"
+            )
+        if enc.sliding_window != dec.sliding_window:
+            raise ValueError(
+                f"encoder_config.sliding_window ({enc.sliding_window}) and decoder_config.sliding_window "
+                f"({dec.sliding_window}) must be equal: the release's vLLM fork reads one top-level sliding_window"
+            )
+        if self.sliding_window != enc.sliding_window:
+            raise ValueError(
+                f"sliding_window ({self.sliding_window!r}) must equal encoder_config.sliding_window and "
+                f"decoder_config.sliding_window ({enc.sliding_window}); leave it out to derive it"
+            )
         for name, cfg in (("encoder_config", enc), ("backbone_config", bb), ("decoder_config", dec)):
             if cfg.num_attention_heads % cfg.num_key_value_heads:
                 raise ValueError(
@@ -238,24 +367,25 @@ class HATConfig(PreTrainedConfig):
                 raise ValueError(f"{name} ({value}) must equal the {other} ({expected})")
         if ec.head_dim % 2 or dc.head_dim % 2:
             raise ValueError(f"cross-attention head_dim must be even for RoPE, got {ec.head_dim} and {dc.head_dim}")
-        if self.max_word_size < 1:
-            raise ValueError(f"max_word_size must be >= 1, got {self.max_word_size}")
-        seen: dict[int, str] = {}
-        for token, value in self.special_token_dict.items():
-            if value not in SPECIAL_BYTE_VALUES:
-                raise ValueError(
-                    f"special_token_dict[{token!r}] = {value}: special tokens must use a byte value that never "
-                    "occurs in UTF-8 (192, 193 or 245-255)"
-                )
-            if value in seen:
-                raise ValueError(f"special_token_dict: {token!r} and {seen[value]!r} both use byte {value}")
-            seen[value] = token
-
-    @property
-    def special_byte_values(self) -> frozenset[int]:
-        return frozenset(self.special_token_dict.values())
+        _check_positive("max_word_size", self.max_word_size)
+        _check_positive("max_position_embeddings", self.max_position_embeddings)
+        validate_special_token_dict(self.special_token_dict)
+        eos = self.eos_token_id if isinstance(self.eos_token_id, (list, tuple)) else [self.eos_token_id]
+        if not eos or any(e not in self.special_byte_values or isinstance(e, bool) for e in eos):
+            raise ValueError(
+                f"eos_token_id ({self.eos_token_id!r}) must be the byte value(s) of special tokens "
+                f"{self.special_token_dict}"
+            )
+        if self.pad_token_id is not None and (
+            isinstance(self.pad_token_id, bool) or not isinstance(self.pad_token_id, int) or not 0 <= self.pad_token_id < 256
+        ):
+            raise ValueError(f"pad_token_id must be a byte value (0-255) or None, got {self.pad_token_id!r}")
 
     # ------------------------------------------------------------- (de)serialise
+    def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+        self.validate_hat()  # what we write agrees with itself (e.g. after a sub-config was changed in place)
+        return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
+
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
         out["encoder_config"] = sub_config_to_release_dict(self.encoder_config)
@@ -308,6 +438,11 @@ def release_sub_configs(
     The defaults are the 8B release's sizes. The encoder connector attends with the backbone's head size
     (`backbone.hidden_size / backbone heads` heads), the decoder's cross-attention with the byte width.
     """
+    for name, value in (("hidden_size", hidden_size), ("encoder_layers", encoder_layers),
+                        ("decoder_layers", decoder_layers), ("num_heads", num_heads),
+                        ("intermediate_size", intermediate_size), ("sliding_window", sliding_window)):
+        _check_positive(name, value)
+    _check_positive("backbone hidden_size", backbone.get("hidden_size"))
     bb_width = backbone["hidden_size"]
     head_dim = hidden_size // num_heads
     common = dict(
