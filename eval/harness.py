@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import re
 import sys
 from pathlib import Path
 
@@ -46,6 +45,8 @@ from lm_eval import utils as lm_utils
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import Collator, handle_stop_sequences
+
+from hat.special_tokens import split_special_tokens, validate_special_token_dict
 
 from .intrinsic import pad_rows
 from .loading import load_hat, pick_device
@@ -144,13 +145,8 @@ class HATLM(TemplateLM):
         self.rolling_context = int(rolling_context or max(1, self._max_length // 4))
         if not 1 <= self.rolling_context < self._max_length:
             raise ValueError(f"rolling_context must be in [1, max_length={self._max_length}), got {rolling_context}")
-        self.special_token_dict = dict(model.config.special_token_dict)
+        self.special_token_dict = validate_special_token_dict(model.config.special_token_dict)
         self.special_byte_values = frozenset(self.special_token_dict.values())
-        self._special_re = (
-            re.compile("|".join(re.escape(t) for t in sorted(self.special_token_dict, key=len, reverse=True)))
-            if self.special_token_dict
-            else None
-        )
         self._chat = False  # set once lm-eval renders a chat template: then special strings in prompts are tokens
         self.tokenizer = self._load_tokenizer(pretrained)
 
@@ -181,14 +177,12 @@ class HATLM(TemplateLM):
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
         """UTF-8 bytes; special strings become their byte only in chat-rendered prompts (the template wrote them)."""
-        if not (self._chat and self._special_re):
+        if not self._chat:
             return list(string.encode("utf-8"))
-        ids, pos = [], 0
-        for m in self._special_re.finditer(string):
-            ids += string[pos : m.start()].encode("utf-8")
-            ids.append(self.special_token_dict[m.group(0)])
-            pos = m.end()
-        return ids + list(string[pos:].encode("utf-8"))
+        ids = []
+        for piece in split_special_tokens(string, self.special_token_dict):
+            ids += [piece] if isinstance(piece, int) else piece.encode("utf-8")
+        return ids
 
     def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         self._chat = True

@@ -1,5 +1,6 @@
-"""Byte-level tokenizer for HAT: token ids 0-255 are byte values, and special tokens take byte values that never
-occur in UTF-8 (0xC0, 0xC1, 0xF5-0xFF). The release default is `{"<|eot_id|>": 192}`, and `<|eot_id|>` is eos.
+"""Byte-level tokenizer for HAT (ARCHITECTURE.md §2): token ids 0-255 are byte values, and special tokens take byte
+values that never occur in UTF-8 (0xC0, 0xC1, 0xF5-0xFF; the rule is `hat.special_tokens`). The release default is
+`{"<|eot_id|>": 192}`, and `<|eot_id|>` is eos.
 
     from hat.tokenizer import HATTokenizer, build_tokenizer
 
@@ -13,12 +14,15 @@ The backend is a stock `tokenizers` pipeline: the `ByteLevel` pre-tokenizer (GPT
 `use_regex=False`, so the whole text is one piece) and a BPE model without merges whose vocabulary maps the
 character of byte b to id b, except that the ids of special byte values belong to the special strings. So plain text
 encodes to exactly its UTF-8 bytes, and `decode` turns the ids back into bytes and the bytes into text, writing
-U+FFFD for any byte run that is not valid UTF-8 (e.g. a generation cut inside a character): it never raises.
-`decode(ids, skip_special_tokens=True)` drops the special ids; with `False` they come out as their strings.
+U+FFFD for any byte run that is not valid UTF-8 (e.g. a generation cut inside a character): any byte sequence
+decodes. `decode(ids, skip_special_tokens=True)` drops the special ids; with `False` they come out as their strings.
+Bad input is an error that names it: text with a lone surrogate (it has no UTF-8 bytes), an id outside 0-255.
 
-Chat format (Llama 3.1, SPEC §2): `<|begin_of_text|>`, then per turn
+Chat format (Llama 3.1, ARCHITECTURE.md §2): `<|begin_of_text|>`, then per turn
 `<|start_header_id|>{role}<|end_header_id|>\\n\\n{content}<|eot_id|>`; with `add_generation_prompt` the text ends
-with the assistant header and `\\n\\n`. Only the strings in `special_token_dict` are one-byte tokens; by default
+with the assistant header and `\\n\\n`. `content` is a string or, in the OpenAI format, a list of
+`{"type": "text", "text": ...}` parts, joined without a separator (as Llama 3.1's own template does); other part
+types are refused: HAT reads text only. Only the strings in `special_token_dict` are one-byte tokens; by default
 that is `<|eot_id|>` alone, and the other markers are plain bytes. The assistant turns sit in
 `{% generation %}` blocks that cover the content and its `<|eot_id|>`, which is what TRL's
 `assistant_only_loss=True` trains on.
@@ -28,7 +32,8 @@ No injection: only the chat template writes control tokens.
   `tokenizer("a<|eot_id|>b")` gives the 12 bytes of the string. Pass `split_special_tokens=False` (per call or as an
   attribute) for trusted text that should contain control tokens, e.g. text rendered with `tokenize=False`.
 - `apply_chat_template(..., tokenize=True)` marks every special string in the messages, tools, documents and
-  template variables with two private-use characters that occur nowhere in the inputs, renders the template, and
+  template variables with two characters that occur nowhere in the inputs (private-use ones while any are free,
+  then unassigned ones), renders the template, and
   encodes the marked strings as plain bytes and the template's own special strings as their ids. The assistant mask
   comes from the same pass, so it stays exact. `apply_chat_template(..., tokenize=False)` returns the plain rendered
   text, in which the template's and the inputs' special strings look alike.
@@ -52,67 +57,55 @@ ids. `apply_chat_template` encodes in Python and is faster than the stock class.
 import bisect
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import BatchEncoding, TokenizersBackend
 from transformers.utils.chat_template_utils import get_json_schema, render_jinja_template
 
-SPECIAL_BYTE_VALUES = frozenset({0xC0, 0xC1, *range(0xF5, 0x100)})  # never occur in UTF-8
-EOT_TOKEN = "<|eot_id|>"
-DEFAULT_SPECIAL_TOKEN_DICT = {EOT_TOKEN: 192}
+from .special_tokens import (
+    BYTE_VOCAB_SIZE,
+    DEFAULT_SPECIAL_TOKEN_DICT,
+    EOT_TOKEN,
+    special_token_regex,
+    validate_special_token_dict,
+)
+
 DEFAULT_MODEL_MAX_LENGTH = 262144  # bytes; HATConfig.max_position_embeddings
 
 CHAT_TEMPLATE = r"""{{- '<|begin_of_text|>' }}
 {%- for message in messages %}
+    {%- if message['content'] is not defined %}
+        {{- raise_exception('HAT chat template: every message needs a content (a string or text parts)') }}
+    {%- elif message['content'] is string %}
+        {%- set content = message['content'] %}
+    {%- else %}
+        {%- if message['content'] | rejectattr('type', 'equalto', 'text') | list %}
+            {{- raise_exception('HAT chat template: HAT reads text only; content parts must be {"type": "text", "text": ...}') }}
+        {%- endif %}
+        {%- set content = message['content'] | map(attribute='text') | join('') %}
+    {%- endif %}
     {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}
     {%- if message['role'] == 'assistant' %}
         {%- generation %}
-            {{- message['content'] + '<|eot_id|>' }}
+            {{- content + '<|eot_id|>' }}
         {%- endgeneration %}
     {%- else %}
-        {{- message['content'] + '<|eot_id|>' }}
+        {{- content + '<|eot_id|>' }}
     {%- endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}
     {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
 {%- endif %}"""
 
-# Supplementary Private Use Area-A: where `apply_chat_template` looks for two characters absent from its inputs
-_MARKER_CANDIDATES = range(0xF0000, 0xFFFFE)
+# Where `apply_chat_template` looks for two characters absent from its inputs: the private use areas (Supplementary
+# A and B, then the BMP's), then planes 4-13 (unassigned: no template writes them of itself), then all the rest.
+_MARKER_RANGES = (
+    range(0xF0000, 0xFFFFE), range(0x100000, 0x10FFFE), range(0xE000, 0xF900), range(0x40000, 0xE0000),
+    range(0xD800), range(0xE000, 0x110000),
+)
 _DROP = -1  # segment kinds besides a control token id: a marker (no token) ...
 _TEXT = -2  # ... and plain text (one token per UTF-8 byte)
-
-
-def validate_special_token_dict(special_token_dict: dict[str, int]) -> dict[str, int]:
-    """
-    Check a special token dict: non-empty ASCII string keys, values in {0xC0, 0xC1} ∪ [0xF5, 0xFF], no value
-    twice, and `<|eot_id|>` present (the chat template ends turns with it and it is eos).
-
-    Returns:
-        `dict[str, int]`: a copy of `special_token_dict`.
-
-    Raises:
-        `ValueError`: naming the first bad entry.
-    """
-    seen = {}
-    for token, value in special_token_dict.items():
-        if not isinstance(token, str) or not token or not token.isascii():
-            # The ByteLevel decoder would read non-ASCII characters of the string as GPT-2 byte characters
-            raise ValueError(
-                f"special_token_dict: {token!r} -> {value!r}: special tokens must be non-empty ASCII strings"
-            )
-        if isinstance(value, bool) or not isinstance(value, int) or value not in SPECIAL_BYTE_VALUES:
-            raise ValueError(
-                f"special_token_dict[{token!r}] = {value!r}: special tokens must use a byte value that never occurs "
-                "in UTF-8 (0xC0, 0xC1 or 0xF5-0xFF, i.e. 192, 193 or 245-255)"
-            )
-        if value in seen:
-            raise ValueError(f"special_token_dict: {token!r} and {seen[value]!r} both use byte {value}")
-        seen[value] = token
-    if EOT_TOKEN not in special_token_dict:
-        raise ValueError(f"special_token_dict must contain {EOT_TOKEN!r} (end of turn, eos), got {special_token_dict}")
-    return dict(special_token_dict)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -151,7 +144,7 @@ def build_tokenizer(
         model_max_length (`int`): longest sequence in bytes, for truncation and length warnings.
 
     Raises:
-        `ValueError`: if `special_token_dict` is invalid, see `validate_special_token_dict`.
+        `ValueError`: if `special_token_dict` is invalid, see `hat.special_tokens.validate_special_token_dict`.
     """
     special_token_dict = validate_special_token_dict(
         DEFAULT_SPECIAL_TOKEN_DICT if special_token_dict is None else special_token_dict
@@ -179,7 +172,9 @@ class HATTokenizer(TokenizersBackend):
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
         kwargs.setdefault("split_special_tokens", True)
-        return super().from_pretrained(*args, **kwargs)
+        tokenizer = super().from_pretrained(*args, **kwargs)
+        validate_special_token_dict(tokenizer.special_token_dict)
+        return tokenizer
 
     @property
     def special_token_dict(self) -> dict[str, int]:
@@ -208,10 +203,16 @@ class HATTokenizer(TokenizersBackend):
         """
         `PreTrainedTokenizerBase.apply_chat_template` (same arguments and outputs), except that with `tokenize=True`
         special strings in the inputs are always encoded as plain bytes: only the template writes control tokens.
+        A message's `content` is a string or a list of `{"type": "text", "text": ...}` parts.
         `sanitize_control_tokens` is accepted for compatibility and has no effect. `tokenizer_kwargs` may hold
         `padding_side`, `pad_to_multiple_of`, `return_attention_mask` and `add_special_tokens` (which adds nothing
         here).
         """
+        if isinstance(conversation, (list, tuple)) and conversation:
+            chats = conversation if isinstance(conversation[0], (list, tuple)) else [conversation]
+            for c, chat in enumerate(chats):
+                for m, message in enumerate(chat):
+                    _check_message(message, f"conversation[{c}][{m}]" if chats is conversation else f"conversation[{m}]")
         if not tokenize:
             return super().apply_chat_template(
                 conversation,
@@ -249,10 +250,14 @@ class HATTokenizer(TokenizersBackend):
         # Render with the inputs' special strings marked, then encode marked ones as bytes and bare ones as ids
         specials = self.special_token_dict
         inputs = (conversations, tools, documents, kwargs)
-        start, end = _pick_markers(inputs, chat_template, specials)
-        alternatives = "|".join(re.escape(token) for token in sorted(specials, key=len, reverse=True)) or "(?!)"
+        strings = list(_strings(inputs))
+        for text in strings:
+            _check_utf8(text, "apply_chat_template input")
+        start, end = _pick_markers(strings, chat_template, specials)
+        alternatives = special_token_regex(specials)
         inputs_re = re.compile(alternatives)
-        rendered_re = re.compile(f"{start}(?P<marked>{alternatives}){end}|(?P<control>{alternatives})|[{start}{end}]")
+        s, e = re.escape(start), re.escape(end)
+        rendered_re = re.compile(f"{s}(?P<marked>{alternatives}){e}|(?P<control>{alternatives})|{s}|{e}")
         conversations, tools, documents, kwargs = _mark(inputs, inputs_re, start, end)
         rendered, generation_indices = render_jinja_template(
             conversations=conversations,
@@ -298,6 +303,21 @@ class HATTokenizer(TokenizersBackend):
         out = BatchEncoding(data, tensor_type=return_tensors)
         return out if return_dict else out["input_ids"]
 
+    def _encode_plus(self, text, text_pair=None, *args, **kwargs) -> BatchEncoding:
+        # The backend would raise a TypeError on a lone surrogate without saying which text holds it.
+        _check_text_input(text, "text")
+        _check_text_input(text_pair, "text_pair")
+        return super()._encode_plus(text, text_pair, *args, **kwargs)
+
+    def _decode(self, token_ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces=None, **kwargs) -> str:
+        # The backend overflows on negative ids and drops ids past its vocabulary without a word.
+        ids = [token_ids] if isinstance(token_ids, int) else token_ids
+        ids = ids["input_ids"] if isinstance(ids, Mapping) else ids
+        if ids and (min(ids) < 0 or max(ids) >= BYTE_VOCAB_SIZE):
+            i = next(i for i, t in enumerate(ids) if not 0 <= t < BYTE_VOCAB_SIZE)
+            raise ValueError(f"token id {ids[i]!r} at position {i} is not a byte value: HAT token ids are 0-255")
+        return super()._decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces, **kwargs)
+
     def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
         # Runs after the base class wrote tokenizer_config.json and before any upload: name the stock class, so that
         # AutoTokenizer needs neither this package nor trust_remote_code, and leave the stock default
@@ -325,13 +345,76 @@ def _strings(obj):
             yield from _strings(value)
 
 
-def _pick_markers(inputs, chat_template: str, specials: dict[str, int]) -> tuple[str, str]:
-    """Two private-use characters that occur in no input string, in the template or in a special string."""
+def _pick_markers(strings: Iterable[str], chat_template: str, specials: dict[str, int]) -> tuple[str, str]:
+    """Two characters that occur in no input string, in the template or in a special string (see `_MARKER_RANGES`).
+
+    Raises:
+        `ValueError`: if the inputs use every code point (more than a million distinct characters).
+    """
     used = set(chat_template).union(*specials)
-    for s in _strings(inputs):
+    for s in strings:
         used.update(s)
-    free = (chr(c) for c in _MARKER_CANDIDATES if chr(c) not in used)
-    return next(free), next(free)
+    free = _free_chars(used)
+    start, end = next(free, None), next(free, None)
+    if end is None:
+        raise ValueError(
+            f"apply_chat_template: the inputs use {len(used)} distinct characters, leaving fewer than two to mark "
+            "special strings with"
+        )
+    return start, end
+
+
+def _free_chars(used: set[str]) -> Iterator[str]:
+    seen = set()
+    for block in _MARKER_RANGES:
+        for c in block:
+            ch = chr(c)
+            if ch not in used and ch not in seen:
+                seen.add(ch)
+                yield ch
+
+
+def _check_utf8(text: str, where: str) -> None:
+    """A `ValueError` naming the first lone surrogate in `text`: such text is not Unicode and has no UTF-8 bytes."""
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"{where} holds a lone surrogate U+{ord(text[err.start]):04X} at index {err.start}: it is not valid "
+            "Unicode and has no UTF-8 bytes (decode such text with errors='replace' first)"
+        ) from None
+
+
+def _check_text_input(text, where: str) -> None:
+    """`_check_utf8` on a `__call__` text argument: a string, a list of them, or a list of lists (pre-split words)."""
+    if isinstance(text, str):
+        _check_utf8(text, where)
+    elif isinstance(text, (list, tuple)):
+        for i, item in enumerate(text):
+            _check_text_input(item, f"{where}[{i}]")
+
+
+def _check_message(message, where: str) -> None:
+    """A chat message is a mapping whose `content`, if any, is a string or a list of text parts."""
+    if not isinstance(message, Mapping):
+        raise ValueError(f"{where} must be a dict with 'role' and 'content', got {type(message).__name__} {message!r}")
+    content = message.get("content")
+    if content is None or isinstance(content, str):
+        return
+    if not isinstance(content, (list, tuple)):
+        raise ValueError(
+            f"{where}['content'] must be a string or a list of {{'type': 'text', 'text': ...}} parts, got "
+            f"{type(content).__name__} {content!r}"
+        )
+    for i, part in enumerate(content):
+        if not isinstance(part, Mapping) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+            kind = part.get("type") if isinstance(part, Mapping) else type(part).__name__
+            raise ValueError(
+                f"{where}['content'][{i}] is a {kind!r} part: HAT reads text only; content parts must be "
+                f"{{'type': 'text', 'text': str}}, got {part!r}"
+            )
 
 
 def _mark(obj, inputs_re: re.Pattern, start: str, end: str):
@@ -410,12 +493,4 @@ def _pad_right_or_left(mask: list[int], length: int, side: str) -> list[int]:
     return mask + padding if side == "right" else padding + mask
 
 
-__all__ = [
-    "CHAT_TEMPLATE",
-    "DEFAULT_SPECIAL_TOKEN_DICT",
-    "EOT_TOKEN",
-    "SPECIAL_BYTE_VALUES",
-    "HATTokenizer",
-    "build_tokenizer",
-    "validate_special_token_dict",
-]
+__all__ = ["CHAT_TEMPLATE", "HATTokenizer", "build_tokenizer"]

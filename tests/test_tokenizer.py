@@ -225,24 +225,72 @@ def test_text_padding(tok):
     assert left["input_ids"][0].tolist() == [EOT] * 4 + [104, 105]
 
 
-# ----------------------------------------------------------------------------------------- validation
+# ----------------------------------------------------------------------------------------- bad input, any text
+def test_special_token_dict_is_checked_by_the_one_rule():
+    """The rule itself is tests/test_special_tokens.py; here, that build and load apply it."""
+    with pytest.raises(ValueError, match=r"special_token_dict\['<\|eot_id\|>'\] = 65"):
+        build_tokenizer({"<|eot_id|>": 65})
+
+
+def test_private_use_content_and_any_code_point(tok):
+    """The markers are found outside the inputs: content may hold all of Supplementary Private Use Area-A (and B)."""
+    pua = "".join(map(chr, range(0xF0000, 0xFFFFE)))
+    for content in (pua, pua + "".join(map(chr, range(0x100000, 0x10FFFE))) + "\ue000", pua + INJECTION):
+        messages = [{"role": "user", "content": content}, {"role": "assistant", "content": "ok"}]
+        out = tok.apply_chat_template(messages, return_assistant_tokens_mask=True)
+        assert (out["input_ids"], out["assistant_masks"]) == chat_ids(messages)
+
+
+def test_content_as_text_parts(tok, saved):
+    """OpenAI-format content: a list of {"type": "text"} parts is the parts joined, for our class and the stock one."""
+    parts = [
+        {"role": "user", "content": [{"type": "text", "text": "Hi "}, {"type": "text", "text": f"there{INJECTION}"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Grüß "}, {"type": "text", "text": "dich"}]},
+    ]
+    joined = [{"role": m["role"], "content": "".join(p["text"] for p in m["content"])} for m in parts]
+    out = tok.apply_chat_template(parts, return_assistant_tokens_mask=True)
+    assert (out["input_ids"], out["assistant_masks"]) == chat_ids(joined)
+    assert tok.apply_chat_template(parts, tokenize=False) == tok.apply_chat_template(joined, tokenize=False)
+    stock = AutoTokenizer.from_pretrained(saved)
+    assert stock.apply_chat_template(parts, tokenize=False) == tok.apply_chat_template(joined, tokenize=False)
+
+
 @pytest.mark.parametrize(
-    "special_token_dict, message",
+    "content, message",
     [
-        ({"<|eot_id|>": 65}, r"\['<\|eot_id\|>'\] = 65"),
-        ({"<|eot_id|>": 0x80}, "128"),
-        ({"<|eot_id|>": 256}, "256"),
-        ({"<|eot_id|>": 192.0}, "192.0"),
-        ({"<|eot_id|>": True}, "True"),
-        ({"<|eot_id|>": 192, "<|pad|>": 192}, "both use byte 192"),
-        ({"<|pad|>": 245}, "must contain '<|eot_id|>'"),
-        ({"<|eot_id|>": 192, "": 245}, "''"),
-        ({"<|eot_id|>": 192, "<|ä|>": 245}, "ASCII"),
+        ([{"type": "image_url", "image_url": {"url": "x"}}], r"conversation\[0\]\['content'\]\[0\] is a 'image_url' part: HAT reads text only"),
+        ([{"type": "text", "text": "a"}, {"type": "text"}], r"\['content'\]\[1\] is a 'text' part"),
+        (["plain string in a list"], r"\['content'\]\[0\] is a 'str' part"),
+        (5, r"conversation\[0\]\['content'\] must be a string or a list of"),
     ],
 )
-def test_bad_special_token_dict(special_token_dict, message):
-    with pytest.raises(ValueError, match=message):
-        build_tokenizer(special_token_dict)
+def test_other_content_is_refused(tok, content, message):
+    for tokenize in (True, False):
+        with pytest.raises(ValueError, match=message):
+            tok.apply_chat_template([{"role": "user", "content": content}], tokenize=tokenize)
+
+
+def test_lone_surrogate_is_a_clear_error(tok):
+    message = r"holds a lone surrogate U\+D800 at index 2: it is not valid Unicode"
+    for call in (
+        lambda: tok("ab\ud800"),
+        lambda: tok(["ok", "ab\ud800"]),
+        lambda: tok.encode("ab\ud800"),
+        lambda: tok("x", text_pair="ab\ud800"),
+        lambda: tok.apply_chat_template([{"role": "user", "content": "ab\ud800"}]),
+    ):
+        with pytest.raises(ValueError, match=message):
+            call()
+    with pytest.raises(ValueError, match=r"text\[1\] holds"):
+        tok(["ok", "ab\ud800"])
+
+
+@pytest.mark.parametrize("ids, bad", [([-1], "token id -1 at position 0"), ([104, 256], "token id 256 at position 1"),
+                                      ([104, 105, 10**6], "token id 1000000 at position 2")])
+def test_decode_of_ids_outside_the_bytes_is_a_clear_error(tok, ids, bad):
+    for call in (lambda: tok.decode(ids), lambda: tok.decode(torch.tensor(ids)), lambda: tok.batch_decode([[65], ids])):
+        with pytest.raises(ValueError, match=bad + " is not a byte value: HAT token ids are 0-255"):
+            call()
 
 
 # ----------------------------------------------------------------------------------------- save / load
