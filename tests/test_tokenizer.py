@@ -69,6 +69,12 @@ def saved(tok, tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------------------- vocabulary, round trip
+def test_importable_from_hat(tok):
+    import hat
+
+    assert hat.HATTokenizer is HATTokenizer and type(tok) is hat.HATTokenizer
+
+
 def test_vocabulary(tok):
     assert tok.vocab_size == 256 and len(tok) == 256 and len(tok.get_vocab()) == 256
     assert tok.eos_token == "<|eot_id|>" and tok.eos_token_id == EOT and tok.pad_token_id == EOT

@@ -191,3 +191,10 @@ def test_max_word_size_validation():
     assert split_words("\U0001F600", 2) == reference("\U0001F600", 2) == [b"\xf0\x9f", b"\x98\x80"]
     assert split_words("für", 2) == reference("für", 2) == [b"f", "ü".encode(), b"r"]
 
+
+
+def test_public_api():
+    import hat
+
+    assert hat.split_words is split_words and hat.split_words("Hello, world!", max_word_size=100) == [b"Hello,", b" world!"]
+    assert hat.split_words("x" * 5, max_word_size=2) == [b"xx", b"xx", b"x"]
