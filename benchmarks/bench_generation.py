@@ -251,7 +251,7 @@ def profile_hat(hat, batch: dict, n_bytes: int, force: ForceBytes, timer: Module
             kinds["matmuls (F.linear)"] += tottime
         elif "scaled_dot_product_attention" in func:
             kinds["attention (SDPA)"] += tottime
-        elif filename.endswith("splitter.py") and func == "push":
+        elif filename.endswith("splitter/online.py") and func == "push":
             kinds["word boundaries (splitter)"] += cumtime
     kinds = {k: v / stats.total_tt for k, v in kinds.items()}
     kinds["everything else (Python, small tensor ops)"] = 1 - sum(kinds.values())
