@@ -18,7 +18,8 @@ from hat.splitter import (
     word_lengths_batch,
     word_lengths_from_bytes,
 )
-from hat.testing import first_mismatch, mixed_text, probe_code_points, random_unicode
+from tests.helpers.parity import first_mismatch, probe_code_points
+from tests.helpers.text import mixed_text, random_unicode
 
 hat_splitter = pytest.importorskip("hat_splitter")
 REFERENCE = hat_splitter.HATSplitter()
