@@ -41,6 +41,7 @@ import re
 import sys
 from pathlib import Path
 
+import datasets
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -70,8 +71,6 @@ def task_data(data_files: dict[str, str], **metadata) -> datasets.DatasetDict:
           data_files:
             test: hat_mc/hat_mc_en.jsonl
     """
-    import datasets
-
     return datasets.load_dataset("json", data_files={split: str(TASKS_DIR / f) for split, f in data_files.items()})
 
 

@@ -43,8 +43,9 @@ def load_mc(path: str | os.PathLike) -> list[dict]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
         line = data.count(b"\n", 0, error.start) + 1
+        byte = data[error.start]
         raise ValueError(
-            f"{path}:{line}: not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start}); is it a binary file?"
+            f"{path}:{line}: not UTF-8 text (byte {byte:#04x} at offset {error.start}); is it a binary file?"
         ) from None
     items = []
     for n, line in enumerate(text.splitlines(), 1):

@@ -77,6 +77,11 @@ def check_texts(dataset: datasets.Dataset | datasets.IterableDataset, place: Pla
         raise ValueError(f"{place(None)}: all {n} texts are empty: there is nothing to train on")
 
 
+def _is_text_part(part) -> bool:
+    """`{"type": "text", "text": str}`: a part of a message's content in the OpenAI format."""
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+
+
 def _conversation_problem(value, name: str) -> str | None:
     """What is wrong with a conversation (a list of `{"role", "content"}` turns), or None."""
     if value is None:
@@ -91,16 +96,16 @@ def _conversation_problem(value, name: str) -> str | None:
         content = turn.get("content")
         if isinstance(content, str):
             continue
-        if isinstance(content, list) and all(
-            isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str) for part in content
-        ):
+        if isinstance(content, list) and all(_is_text_part(part) for part in content):
             continue
         return (f"`{name}[{j}]` ({turn['role']}): `content` is {_describe(content)}; it must be a string or a list of "
                 '{"type": "text", "text": ...} parts')
     return None
 
 
-def check_chats(dataset: datasets.Dataset | datasets.IterableDataset, place: Place, assistant_only_loss: bool = True) -> None:
+def check_chats(
+    dataset: datasets.Dataset | datasets.IterableDataset, place: Place, assistant_only_loss: bool = True
+) -> None:
     """SFT rows: `messages` is a conversation; with `assistant_only_loss`, one with an assistant turn.
 
     Raises:

@@ -15,10 +15,11 @@ EOT = 192
 TEXTS = ["Hallo Welt, wie geht's?", "Hi.", "Straße über 3.14 Brücken 👋🏽", "x" * 30]
 
 
-def features(config: HATConfig) -> list[dict]:
+def features() -> list[dict]:
     """Rows as the recipes give them: UTF-8 bytes, one with an eos byte inside, one with a broken character."""
     rows = [list(t.encode()) for t in TEXTS]
-    rows[1] = rows[1] + [EOT] + list("Tschüss".encode().replace(b"\xc3", b""))  # a special byte and a stray continuation byte
+    # a special byte, then a stray continuation byte (the lead byte of "ü" dropped)
+    rows[1] = rows[1] + [EOT] + list("Tschüss".encode().replace(b"\xc3", b""))
     return [{"input_ids": r} for r in rows]
 
 
@@ -26,7 +27,7 @@ def test_word_lengths_follow_the_models_rule():
     config = HATConfig.tiny()
     config.max_word_size = 8  # so that "x" * 30 is cut
     collator = HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=EOT), config)
-    rows = features(config)
+    rows = features()
     batch = collator(rows)
     assert set(batch) == {"input_ids", "attention_mask", "labels", "word_lengths"}
     word_lengths = batch["word_lengths"]
@@ -64,7 +65,7 @@ def test_left_padding_and_no_mask():
 def test_forward_with_collated_word_lengths_does_not_split_and_gives_the_same_loss(tiny_model):
     tiny_model.train()
     collator = HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=EOT), tiny_model.config)
-    batch = collator(features(tiny_model.config))
+    batch = collator(features())
     without = {k: v for k, v in batch.items() if k != "word_lengths"}
     torch.manual_seed(0)
     reference = tiny_model(**without)

@@ -29,7 +29,8 @@ def splitter_calls() -> Iterator[list[str]]:
         return wrapped
 
     with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(HATModel, "word_lengths", spy("HATModel.word_lengths", HATModel.word_lengths)))
+        method = spy("HATModel.word_lengths", HATModel.word_lengths)
+        stack.enter_context(mock.patch.object(HATModel, "word_lengths", method))
         for name in ("word_lengths_batch", "word_lengths_from_bytes"):
             stack.enter_context(mock.patch.object(splitter, name, spy(name, getattr(splitter, name))))
         yield calls
