@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_splitter.py --mb 4 --repeats 7
 
-Text: `hat.testing.mixed_text` (the generator the parity tests use), `--mb` MB of the full mix, plus 1 MB of
+Text: `tests.helpers.text.mixed_text` (the generator the parity tests use), `--mb` MB of the full mix, plus 1 MB of
 each kind alone. Rows:
 - `split_words(text, 100)` vs `HATSplitter().split_with_limit(text, 100)`: text -> list of word bytes.
 - batch collation, `encode_batch(docs)` vs the same from hat-splitter (split each document, then the
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import machine, write_section  # noqa: E402
 from hat.splitter import encode_batch, split_words, word_lengths_batch  # noqa: E402
-from hat.testing import KINDS, mixed_text  # noqa: E402
+from tests.helpers.text import KINDS, mixed_text  # noqa: E402
 
 
 def best_of(repeats: int, ours, theirs) -> tuple[float, float]:
@@ -119,7 +119,7 @@ def main() -> None:
             "",
             f"Machine: {machine()}; regex {regex.__version__}, "
             f"hat-splitter {importlib.metadata.version('hat-splitter')}; load average {load} when the runs started.",
-            "Text: `hat.testing.mixed_text(seed=0)`; best CPU time (`time.process_time`) of "
+            "Text: `tests.helpers.text.mixed_text(seed=0)`; best CPU time (`time.process_time`) of "
             f"{args.repeats} interleaved runs each; both sides produce the same words (checked). `random_unicode` is "
             "code points drawn from ~100 blocks, 40% of them chars around which UAX #29 is subtle (marks after "
             "punctuation, ZWJ, U+2044/U+202F): most of it goes through the char-by-char exact engine.",

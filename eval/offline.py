@@ -12,13 +12,14 @@ name, with only the data source overridden:
     - task: arc_challenge
       dataset_path: json
       dataset_name: null
+      custom_dataset: null
       dataset_kwargs: {data_files: {train: .../train.jsonl, validation: ..., test: ...}}
 
 Prompts, metrics, filters, few-shot settings and result names stay upstream's. Subgroups (MMLU's categories)
 become inline groups with upstream's `aggregate_metric_list`; settings that an upstream group passes down to its
 members (rare; none in hat_en / hat_de) are not carried over. Paths in the YAML are absolute unless
 `--relative_to DIR` is given (then they are relative to DIR, the directory lm-eval must be run from).
-`eval/tasks/samples/hat_samples_local.yaml` is a hand-written file of this kind.
+`eval/tasks/samples/hat_samples_local.yaml` is a hand-written file of this kind (its paths relative to `eval/tasks`).
 """
 
 from __future__ import annotations
@@ -51,7 +52,9 @@ def export_task(task, out: Path, relative_to: Path | None = None) -> dict:
         data_files[split] = _path(path, relative_to)
     if not data_files:
         raise ValueError(f"task {name!r}: none of its splits {[getattr(task.config, f) for f in SPLIT_FIELDS]} has data")
-    return {"task": name, "dataset_path": "json", "dataset_name": None, "dataset_kwargs": {"data_files": data_files}}
+    # custom_dataset: null, or a task that loads its data with a function (ours: `harness.task_data`) keeps doing so
+    return {"task": name, "dataset_path": "json", "dataset_name": None, "custom_dataset": None,
+            "dataset_kwargs": {"data_files": data_files}}  # fmt: skip
 
 
 def _aggregation(group) -> list[dict] | None:

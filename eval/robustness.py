@@ -33,24 +33,50 @@ def load_mc(path: str | os.PathLike) -> list[dict]:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file has no items, or an item lacks a field or has an answer out of range.
+        ValueError: the file is not UTF-8, has no items, or a line is not JSON or not such an item (`file:line`).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"multiple-choice file not found: {path}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        byte = data[error.start]
+        raise ValueError(
+            f"{path}:{line}: not UTF-8 text (byte {byte:#04x} at offset {error.start}); is it a binary file?"
+        ) from None
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
-        item = json.loads(line)
-        if not {"question", "choices", "answer"} <= set(item):
-            raise ValueError(f"{path}:{n}: an item needs question, choices and answer; got {sorted(item)}")
-        if not 0 <= item["answer"] < len(item["choices"]):
-            raise ValueError(f"{path}:{n}: answer {item['answer']} is not an index into {len(item['choices'])} choices")
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{n}: not valid JSON ({error.msg} at column {error.colno})") from None
+        if (problem := _mc_problem(item)) is not None:
+            raise ValueError(f"{path}:{n}: {problem}")
         items.append(item)
     if not items:
         raise ValueError(f"{path} is empty: no multiple-choice items")
     return items
+
+
+def _mc_problem(item) -> str | None:
+    if not isinstance(item, dict) or not {"question", "choices", "answer"} <= set(item):
+        return f"an item needs question, choices and answer; got {sorted(item) if isinstance(item, dict) else item!r}"
+    if not isinstance(item["question"], str):
+        return f"question must be a string, got {item['question']!r}"
+    choices = item["choices"]
+    if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+        return f"choices must be a list of strings, got {choices!r}"
+    answer = item["answer"]
+    if not isinstance(answer, int) or isinstance(answer, bool):
+        return f"answer must be the index of the right choice (an int), got {answer!r}"
+    if not 0 <= answer < len(choices):
+        return f"answer {answer} is not an index into {len(choices)} choices"
+    return None
 
 
 def mc_accuracy(lm, items: Sequence[dict], kind: str = "clean", rate: float = 0.05, seed: int = 0) -> float:

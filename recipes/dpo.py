@@ -5,12 +5,16 @@
 
 Data: `chosen` and `rejected` columns, with an optional `prompt`; each either conversational (lists of
 `{"role", "content"}`) or plain text. Plain-text pairs become a user turn and an assistant turn
-(`hat.data.preference_as_chat`), so every pair is trained in the chat format and sources of both formats mix.
-Without `prompt`, TRL takes the shared start of the two conversations as the prompt. Sources are mixed by
-probability (`hat.data.load_mixture`).
+(`hat.recipes.data.preference_as_chat`), so every pair is trained in the chat format and sources of both formats
+mix; a plain-text pair therefore needs its `prompt`. Without `prompt`, TRL takes the shared start of the two
+conversations as the prompt. Sources are mixed by probability (`hat.recipes.data.load_mixture`). Every pair is
+checked before the model loads (`hat.recipes.checks.check_preferences`); pairs with chosen == rejected, which train
+with zero gradient, are counted in a warning.
 
 Log-probabilities are sums over the completion's bytes, computed by TRL's fused LM head from
-`model.model(...).last_hidden_state` and `lm_head` (the model splits the bytes into words itself).
+`model.model(...).last_hidden_state` and `lm_head`. The model splits the bytes into words itself here: DPOTrainer
+builds its batches inside the training step (prompt + chosen and prompt + rejected, concatenated), after the data
+collator has run, so `hat.collator.HATDataCollator` cannot give it word lengths.
 
 The reference model:
 - full fine-tuning: an explicit `ref_model`, loaded from the same checkpoint (TRL wraps it for DeepSpeed and never
@@ -29,8 +33,9 @@ import logging
 import datasets
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser
 
-from hat.data import DataArguments, load_mixture, preference_as_chat, preference_overflow
 from hat.model.parts import freeze_inert_parameters
+from hat.recipes.checks import check_preferences
+from hat.recipes.data import DataArguments, load_mixture, preference_as_chat, preference_overflow
 from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ def main(script_args: DataArguments, training_args: DPOConfig, model_args: Model
         return load_mixture(
             sources, columns=("chosen", "rejected"), optional_columns=("prompt",),
             streaming=script_args.streaming, seed=training_args.seed, transform=preference_as_chat,
+            check=check_preferences,
         )  # fmt: skip
 
     with training_args.main_process_first(desc="loading preference data"):
@@ -62,6 +68,8 @@ def main(script_args: DataArguments, training_args: DPOConfig, model_args: Model
         ref_model = load_model(model_args)
 
     # ------------------------------------------------------------------ train
+    # No HATDataCollator: DPOTrainer concatenates prompt + chosen / rejected inside its training step, after the
+    # collator, and calls the model with input_ids and attention_mask only; the model splits those rows itself.
     trainer = DPOTrainer(
         model=model,
         ref_model=ref_model,

@@ -1,6 +1,6 @@
 """Stage-1 conversion training: the new encoder, connectors and decoder learn from scratch on English and German
 text while the Llama backbone stays frozen; after `freeze_backbone_steps` the backbone trains too, at
-`backbone_lr_ratio` times the learning rate (SPEC §4).
+`backbone_lr_ratio` times the learning rate (ARCHITECTURE.md §7).
 
     accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero2.yaml \
         recipes/pretrain.py --config recipes/llama-3.1-8b/pretrain.yaml
@@ -15,9 +15,11 @@ the backbone to the encoder either way), and those gradients count in the global
 mechanism for every backend, and a resumed run restores the schedule and with it the frozen or unfrozen state.
 When the backbone unfreezes, its Adam moments are already warm.
 
-Data: `text` columns, mixed by probability (`hat.data.load_mixture`); documents, each ended by `<|eot_id|>`, are
-concatenated and cut into sequences of at most `max_length_bytes` bytes at word boundaries (`hat.data.pack_words`).
-Long documents continue in the next sequence; nothing is cut off.
+Data: `text` columns, mixed by probability (`hat.recipes.data.load_mixture`), each source checked before the model
+loads (`hat.recipes.checks.check_texts`); documents, each ended by `<|eot_id|>`, are concatenated and cut into
+sequences of at most `max_length_bytes` bytes at word boundaries (`hat.recipes.data.pack_words`). Long documents
+continue in the next sequence; nothing is cut off. The collator (`hat.collator.HATDataCollator`) adds each row's
+word lengths, so the model's `forward` does not split words on the training path.
 """
 
 from __future__ import annotations
@@ -27,21 +29,23 @@ import logging
 from dataclasses import dataclass, field
 
 import torch
-from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
 from torch.optim.lr_scheduler import LambdaLR
 from transformers import AutoConfig, Trainer, TrainingArguments, get_scheduler
 from trl import ModelConfig, TrlParser
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-from hat.data import DataArguments, load_mixture, pretraining_sequences
+from hat.collator import HATDataCollator
 from hat.model.parts import is_backbone
+from hat.recipes.checks import check_texts
+from hat.recipes.data import DataArguments, load_mixture, pretraining_sequences
+from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass
 class PretrainConfig(TrainingArguments):
-    r"""`TrainingArguments` for stage-1 conversion, with the optimizer defaults of SPEC §4 (AdamW betas (0.9, 0.95),
+    r"""`TrainingArguments` for stage-1 conversion, with the optimizer defaults of ARCHITECTURE.md §7 (AdamW betas (0.9, 0.95),
     eps 1e-8, weight decay 0.1, 500 warmup steps, cosine down to 10% of the peak).
 
     Args:
@@ -53,7 +57,7 @@ class PretrainConfig(TrainingArguments):
     freeze_backbone_steps: int = field(default=2000, metadata={"help": "Steps with the backbone frozen (lr 0)."})
     backbone_lr_ratio: float = field(default=0.1, metadata={"help": "Backbone lr / lr once unfrozen."})
     max_length_bytes: int = field(default=8192, metadata={"help": "Longest training sequence in bytes."})
-    # SPEC §4 defaults (the peak learning rate is not in SPEC: ours, for the new parts)
+    # ARCHITECTURE.md §7 defaults (the peak learning rate is not the paper's: ours, for the new parts)
     learning_rate: float = 3e-4
     weight_decay: float = 0.1
     adam_beta2: float = 0.95
@@ -132,11 +136,13 @@ def main(script_args: DataArguments, training_args: PretrainConfig, model_args: 
 
     # ------------------------------------------------------------------ load data
     tokenizer = load_tokenizer(model_args.model_name_or_path)
-    max_word_size = AutoConfig.from_pretrained(model_args.model_name_or_path).max_word_size
+    config = AutoConfig.from_pretrained(model_args.model_name_or_path)
 
     def sequences(sources):
-        text = load_mixture(sources, columns=("text",), streaming=script_args.streaming, seed=training_args.seed)
-        return pretraining_sequences(text, training_args.max_length_bytes, max_word_size, tokenizer.eos_token_id)
+        text = load_mixture(
+            sources, columns=("text",), streaming=script_args.streaming, seed=training_args.seed, check=check_texts
+        )
+        return pretraining_sequences(text, training_args.max_length_bytes, config.max_word_size, tokenizer.eos_token_id)
 
     with training_args.main_process_first(desc="cutting text into byte sequences"):
         train_dataset = sequences(script_args.datasets)
@@ -166,8 +172,9 @@ def main(script_args: DataArguments, training_args: PretrainConfig, model_args: 
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        # Pads with eos (192) but labels padding -100 from the lengths, so real eos bytes keep their loss
-        data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
+        # Pads with eos (192) but labels padding -100 from the lengths, so real eos bytes keep their loss; adds the
+        # word lengths, so that forward does not split
+        data_collator=HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id), config),
     )
     return train_and_save(trainer, training_args)
 

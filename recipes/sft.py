@@ -3,27 +3,33 @@
     accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero3.yaml \
         recipes/sft.py --config recipes/llama-3.1-8b/sft.yaml
 
-Data: a `messages` column (lists of `{"role", "content"}`), mixed by probability (`hat.data.load_mixture`); a
-source whose column has another name renames it with `columns: {<name>: messages}`. The Llama 3.1 chat template of
+Data: a `messages` column (lists of `{"role", "content"}`), mixed by probability (`hat.recipes.data.load_mixture`);
+a source whose column has another name renames it with `columns: {<name>: messages}`. Every conversation is checked
+before the model loads (`hat.recipes.checks.check_chats`: a list of turns with string content and, with
+`assistant_only_loss`, an assistant turn); the first bad one is named by file and line. The Llama 3.1 chat template of
 the byte tokenizer marks each assistant turn and its `<|eot_id|>` as generation, and `assistant_only_loss: true`
 puts the loss on those bytes only.
 
 Lengths are bytes. A conversation longer than `max_length` is cut to its first `max_length` bytes (TRL's
 `truncation_mode: keep_start`); one left with no assistant byte is dropped. Both counts are logged.
 
-Every row is its own sequence (`padding_free: false`, `packing: false`): the model finds word boundaries in each
-row, and a row holding several packed conversations would let words run across them.
+Every row is its own sequence (`padding_free: false`, `packing: false`): words are split in each row, and a row
+holding several packed conversations would let words run across them. TRL's collator is wrapped in
+`hat.collator.HATDataCollator`, which adds each row's word lengths, so the model's `forward` does not split words.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import datasets
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
-from hat.data import DataArguments, chat_lengths, load_mixture
+from hat.collator import HATDataCollator
 from hat.model.parts import freeze_inert_parameters
+from hat.recipes.checks import check_chats
+from hat.recipes.data import DataArguments, chat_lengths, load_mixture
 from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
@@ -42,8 +48,12 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
     # ------------------------------------------------------------------ load data
     tokenizer = load_tokenizer(model_args.model_name_or_path)
 
+    check = functools.partial(check_chats, assistant_only_loss=training_args.assistant_only_loss)
+
     def chats(sources, name):
-        dataset = load_mixture(sources, columns=("messages",), streaming=script_args.streaming, seed=training_args.seed)
+        dataset = load_mixture(
+            sources, columns=("messages",), streaming=script_args.streaming, seed=training_args.seed, check=check
+        )
         if isinstance(dataset, datasets.Dataset) and training_args.max_length is not None:
             lengths = chat_lengths(dataset, tokenizer, training_args.dataset_num_proc)
             over = sum(n > training_args.max_length for n in lengths)
@@ -72,6 +82,9 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
         peft_config=lora_config(model_args),
     )
     freeze_inert_parameters(trainer.model)  # PEFT's trainable copies (`modules_to_save`) unfreeze them
+    # TRL's own collator (its padding and labels), plus the word lengths. Wrapped after construction rather than passed
+    # in, so that SFTTrainer still builds and configures it (pad token checked and mirrored onto the model's config).
+    trainer.data_collator = HATDataCollator(trainer.data_collator, model.config)
     if isinstance(train_dataset, datasets.Dataset):
         dropped = len(train_dataset) - len(trainer.train_dataset)
         if dropped:

@@ -1,6 +1,6 @@
 import pytest
 
-from hat.testing import mixed_text
+from tests.helpers.text import mixed_text
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ it is not installed."""
 import pytest
 
 from hat.splitter import split_words
-from hat.testing import first_mismatch
+from tests.helpers.parity import first_mismatch
 
 hat_splitter = pytest.importorskip("hat_splitter")
 REFERENCE = hat_splitter.HATSplitter()

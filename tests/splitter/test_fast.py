@@ -3,7 +3,7 @@
 import random
 
 from hat.splitter import fast, split_words
-from hat.testing import probe_code_points
+from tests.helpers.parity import probe_code_points
 
 from .reference import reference
 

@@ -3,7 +3,7 @@
 import pytest
 
 from hat.splitter import Push, WordBoundaryDetector, split_words, word_lengths_from_bytes
-from hat.testing import mixed_text
+from tests.helpers.text import mixed_text
 
 
 def feed(data: bytes, specials=frozenset({192}), max_word_size=100, prefix=b"") -> list[bytes]:

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from hat.splitter import WordBoundaryDetector, split_with_specials, split_words, uax29, word_lengths_from_bytes
-from hat.testing import mixed_text, random_unicode
+from tests.helpers.text import mixed_text, random_unicode
 
 from .reference import assert_parity, reference
 

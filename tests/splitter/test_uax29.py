@@ -3,7 +3,7 @@
 import random
 
 from hat.splitter import split_words, uax29
-from hat.testing import first_mismatch, probe_code_points
+from tests.helpers.parity import first_mismatch, probe_code_points
 
 from .reference import reference
 
