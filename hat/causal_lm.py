@@ -29,7 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import MODEL_TYPE, HATConfig
 from .model.modeling import HATModel, HATPreTrainedModel
-from .model.parts import freeze_inert_parameters, memory_name, weight_renaming
+from .model.parts import memory_name, weight_renaming
 
 
 class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
@@ -40,7 +40,6 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         self.model = HATModel(config)
         self.lm_head = nn.Linear(config.decoder_config.hidden_size, config.decoder_config.vocab_size, bias=False)
         self.post_init()
-        freeze_inert_parameters(self)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.encoder.embedding_layer

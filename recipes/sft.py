@@ -23,7 +23,6 @@ import datasets
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from hat.data import DataArguments, chat_lengths, load_mixture
-from hat.model.parts import freeze_inert_parameters
 from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
@@ -71,7 +70,6 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
         processing_class=tokenizer,
         peft_config=lora_config(model_args),
     )
-    freeze_inert_parameters(trainer.model)  # PEFT's trainable copies (`modules_to_save`) unfreeze them
     if isinstance(train_dataset, datasets.Dataset):
         dropped = len(train_dataset) - len(trainer.train_dataset)
         if dropped:

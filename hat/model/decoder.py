@@ -14,6 +14,7 @@ from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMS
 
 from .attention import HATCrossAttention
 from .layout import gather_words
+from .parts import freeze_inert
 
 
 class HATDecoderConnector(nn.Module):
@@ -32,13 +33,14 @@ class HATDecoderBlock(nn.Module):
         super().__init__()
         cross = config.cross_attention_config
         self.add_cross_attention = add_cross_attention
-        # query_norm (and the cross-attention's q/k projections) never change the output: each byte attends to
-        # exactly one key. They stay for checkpoint compatibility and are frozen (see `INERT_PARAMETERS`).
         self.query_norm = LlamaRMSNorm(cross.hidden_size_q, eps=config.rms_norm_eps)
         self.kv_norm = LlamaRMSNorm(cross.hidden_size_kv, eps=config.rms_norm_eps)
         if add_cross_attention:
             self.cross_attention = HATCrossAttention(config, cross)
         self.llama_layer = LlamaDecoderLayer(config, layer_idx)
+        # query_norm and the cross-attention's query side never change the output: each byte attends to exactly one
+        # key. They stay for checkpoint compatibility, frozen for good.
+        freeze_inert(self)
 
     def word_conditioning(self, word_preds: torch.Tensor) -> torch.Tensor:
         """word_preds (B, W, D) -> the term each byte of word i adds, (B, W, E)."""

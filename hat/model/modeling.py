@@ -20,7 +20,6 @@ from .backbone import HATBackbone
 from .decoder import HATDecoder, HATDecoderConnector
 from .encoder import HATEncoder
 from .layout import additive_mask, build_layout, causal_mask
-from .parts import freeze_inert_parameters
 from .pooling import HATEncoderConnector
 
 
@@ -54,12 +53,6 @@ class HATPreTrainedModel(PreTrainedModel):
         for key in config.sub_configs:
             getattr(config, key)._attn_implementation_internal = config._attn_implementation
 
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
-        freeze_inert_parameters(loaded[0] if isinstance(loaded, tuple) else loaded)  # loading makes new parameters
-        return loaded
-
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -82,7 +75,6 @@ class HATModel(HATPreTrainedModel):
         self.decoder = HATDecoder(config.decoder_config)
         self.layer_norm = LlamaRMSNorm(config.decoder_config.hidden_size, eps=config.decoder_config.rms_norm_eps)
         self.post_init()
-        freeze_inert_parameters(self)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embedding_layer
