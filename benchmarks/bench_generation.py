@@ -38,7 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import machine, write_section  # noqa: E402
 from hat.conversion import default_source, hat_from_llama, load_llama_gguf  # noqa: E402
-from hat.fused import FusedStack, fused_stack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = ("smollm2", "llama-3.2-1b-shapes")
@@ -146,14 +145,13 @@ class BackboneCounter:
 class ModuleTimer:
     """Wall time inside the HAT's top-level modules (forward pre/post hooks, installed only while profiling).
 
-    Decoding steps run the encoder's and decoder's layers as `hat.fused.FusedStack`s, not through the modules: their
-    calls are timed too (by wrapping `FusedStack.__call__`) and counted as the encoder's and decoder's.
+    Decoding steps run the encoder's and decoder's layers as `hat.generation.fused.FusedStack`s inside the modules'
+    own forward (`layer_stack`), so their time counts as the encoder's and decoder's.
     """
 
     NAMES = ("encoder", "encoder_connector", "backbone", "decoder", "layer_norm")
 
     def __init__(self, model):
-        self.model = model
         self.modules = {name: getattr(model.model, name) for name in self.NAMES} | {"lm_head": model.lm_head}
         self.total: dict[str, float] = {}
         self._t0: dict[str, float] = {}
@@ -164,23 +162,9 @@ class ModuleTimer:
         for name, module in self.modules.items():
             self._handles.append(module.register_forward_pre_hook(self._start(name)))
             self._handles.append(module.register_forward_hook(self._stop(name)))
-        hat = self.model.model
-        stacks = {id(fused_stack(hat.encoder, hat.encoder.layers)): "encoder",
-                  id(fused_stack(hat.decoder, [block.llama_layer for block in hat.decoder.decoder_layers])): "decoder"}
-        call, total = FusedStack.__call__, self.total
-
-        def timed(stack, *args, **kwargs):
-            t0 = time.perf_counter()
-            out = call(stack, *args, **kwargs)
-            name = stacks[id(stack)]  # the cached stacks that `generate` uses
-            total[name] = total.get(name, 0.0) + time.perf_counter() - t0
-            return out
-
-        FusedStack.__call__, self._call = timed, call
         return self
 
     def __exit__(self, *exc):
-        FusedStack.__call__ = self._call
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -423,7 +407,7 @@ def findings(rows: list[dict], profiles: dict, smollm2: bool, width: int) -> str
            if smollm2 else
            "At these shapes a backbone call streams ~4 GB of float32 weights and the head another 1 GB, against "
            "~0.1 GB for the byte layers, so the byte layers' cost is small next to the backbone work saved."),
-        "- The byte layers run as `hat.fused.FusedStack`: the same math as transformers' `LlamaDecoderLayer` in ~19 "
+        "- The byte layers run as `hat.generation.fused.FusedStack`: the same math as transformers' `LlamaDecoderLayer` in ~19 "
         "tensor ops instead of ~50 (norm weights folded into the matmuls, one QKV matmul, RoPE in three ops over "
         "all heads, one `index_copy_` into the packed K/V ring, residuals inside `addmm`), no attention mask while "
         f"every row may see every cached byte. At width {width} a layer's cost is its op count and the fetch of "

@@ -28,8 +28,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import MODEL_TYPE, HATConfig
+from .generation import generate as generate_bytes
 from .model.modeling import HATModel, HATPreTrainedModel
-from .model.parts import freeze_inert_parameters, memory_name, weight_renaming
+from .model.parts import memory_name, weight_renaming
 
 
 class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
@@ -40,7 +41,6 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         self.model = HATModel(config)
         self.lm_head = nn.Linear(config.decoder_config.hidden_size, config.decoder_config.vocab_size, bias=False)
         self.post_init()
-        freeze_inert_parameters(self)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.model.encoder.embedding_layer
@@ -65,7 +65,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         attention_mask: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        word_lengths: Sequence[Sequence[int]] | None = None,
+        word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
         logits_to_keep: int = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast:
@@ -75,7 +75,8 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
             attention_mask (`torch.Tensor` of shape `(B, T)`, *optional*): 1 for real bytes.
             labels (`torch.LongTensor` of shape `(B, T)`, *optional*): next-byte targets, shifted inside as in every
                 HF causal LM; -100 (and padding) is ignored.
-            word_lengths (`list[list[int]]`, *optional*): word segmentation; computed when omitted.
+            word_lengths (`list[list[int]]` or `torch.LongTensor` of shape `(B, W)`, *optional*): bytes per word of
+                each row (a tensor right-padded with 0, as the data collator gives it); split when omitted.
             logits_to_keep (`int`, *optional*): only compute the last `logits_to_keep` positions' logits (0: all).
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
@@ -98,9 +99,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         prefix_allowed_tokens_fn=None, synced_gpus=None, assistant_model=None, streamer=None, **kwargs,
     ):
         """HF's `generate` arguments, byte by byte: batched, with byte- and word-level KV caches (`hat.generation`)."""
-        from .generation import generate
-
-        return generate(
+        return generate_bytes(
             self, inputs, generation_config, logits_processor, stopping_criteria,
             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, streamer=streamer, assistant_model=assistant_model,
             **kwargs,

@@ -33,7 +33,6 @@ import logging
 import datasets
 from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser
 
-from hat.model.parts import freeze_inert_parameters
 from hat.recipes.checks import check_preferences
 from hat.recipes.data import DataArguments, load_mixture, preference_as_chat, preference_overflow
 from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
@@ -79,7 +78,6 @@ def main(script_args: DataArguments, training_args: DPOConfig, model_args: Model
         processing_class=tokenizer,
         peft_config=peft_config,
     )
-    freeze_inert_parameters(trainer.model)  # PEFT's trainable copies (`modules_to_save`) unfreeze them
     prepared = trainer.train_dataset
     if isinstance(prepared, datasets.Dataset) and training_args.max_length is not None:
         dropped = len(train_dataset) - len(prepared)

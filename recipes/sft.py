@@ -27,7 +27,6 @@ import datasets
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 
 from hat.collator import HATDataCollator
-from hat.model.parts import freeze_inert_parameters
 from hat.recipes.checks import check_chats
 from hat.recipes.data import DataArguments, chat_lengths, load_mixture
 from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
@@ -81,7 +80,6 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
         processing_class=tokenizer,
         peft_config=lora_config(model_args),
     )
-    freeze_inert_parameters(trainer.model)  # PEFT's trainable copies (`modules_to_save`) unfreeze them
     # TRL's own collator (its padding and labels), plus the word lengths. Wrapped after construction rather than passed
     # in, so that SFTTrainer still builds and configures it (pad token checked and mirrored onto the model's config).
     trainer.data_collator = HATDataCollator(trainer.data_collator, model.config)

@@ -4,6 +4,7 @@ of the pooling and the decoder (RoPE on queries and keys; queries from one strea
 from __future__ import annotations
 
 import copy
+from typing import Protocol, Sequence
 
 import torch
 from torch import nn
@@ -11,6 +12,18 @@ from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb
 
 from ..config import CrossAttentionConfig
+
+
+class LayerStack(Protocol):
+    """What may run a byte stack's Llama layers in place of the modules: the same math over the same parameters, with
+    the term `adds[i]` (broadcastable to (B, N, E), or None) added before layer i. Cached generation passes a fused copy
+    of the layers (`hat.generation.fused.FusedStack`)."""
+
+    def __call__(
+        self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor], past_key_values,
+        adds: Sequence[torch.Tensor | None] | None = None,
+    ) -> torch.Tensor: ...
 
 
 def run_layers(layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values=None):

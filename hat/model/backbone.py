@@ -18,8 +18,14 @@ class HATBackbone(nn.Module):
         self.layers = nn.ModuleList(LlamaDecoderLayer(config, i) for i in range(config.num_hidden_layers))
         self.rotary_emb = LlamaRotaryEmbedding(config)
 
-    def forward(self, word_embeds, attention_mask, positions, past_key_values: Cache | None = None) -> torch.Tensor:
-        """word_embeds (B, W, D), attention_mask (B, 1, W, K), positions (B, W) -> word_states (B, W, D)."""
+    def forward(
+        self, word_embeds, attention_mask, positions, past_key_values: Cache | None = None, num_layers: int | None = None,
+    ) -> torch.Tensor:
+        """word_embeds (B, W, D), attention_mask (B, 1, W, K), positions (B, W) -> word_states (B, W, D).
+
+        `num_layers`, optional: run only the first `num_layers` blocks.
+        """
         hidden_states = word_embeds
         position_embeddings = self.rotary_emb(hidden_states, positions)
-        return run_layers(self.layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values)
+        layers = self.layers if num_layers is None else self.layers[:num_layers]
+        return run_layers(layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values)

@@ -12,8 +12,9 @@ from transformers import LlamaConfig
 from transformers.cache_utils import Cache
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from .attention import HATCrossAttention
+from .attention import HATCrossAttention, LayerStack
 from .layout import gather_words
+from .parts import freeze_inert
 
 
 class HATDecoderConnector(nn.Module):
@@ -32,13 +33,14 @@ class HATDecoderBlock(nn.Module):
         super().__init__()
         cross = config.cross_attention_config
         self.add_cross_attention = add_cross_attention
-        # query_norm (and the cross-attention's q/k projections) never change the output: each byte attends to
-        # exactly one key. They stay for checkpoint compatibility and are frozen (see `INERT_PARAMETERS`).
         self.query_norm = LlamaRMSNorm(cross.hidden_size_q, eps=config.rms_norm_eps)
         self.kv_norm = LlamaRMSNorm(cross.hidden_size_kv, eps=config.rms_norm_eps)
         if add_cross_attention:
             self.cross_attention = HATCrossAttention(config, cross)
         self.llama_layer = LlamaDecoderLayer(config, layer_idx)
+        # query_norm and the cross-attention's query side never change the output: each byte attends to exactly one
+        # key. They stay for checkpoint compatibility, frozen for good.
+        freeze_inert(self)
 
     def word_conditioning(self, word_preds: torch.Tensor) -> torch.Tensor:
         """word_preds (B, W, D) -> the term each byte of word i adds, (B, W, E)."""
@@ -54,28 +56,34 @@ class HATDecoder(nn.Module):
         self.rotary_emb = LlamaRotaryEmbedding(config)
         self.sliding_window = config.sliding_window
 
-    def forward(
-        self, byte_states, word_preds, byte_word, attention_mask, positions, past_key_values: Cache | None = None,
-        word_conditioning: Sequence[torch.Tensor | None] | None = None,
-        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """byte_states (B, T, E), word_preds (B, W, D), byte_word (B, T) -> byte_states (B, T, E).
+    def word_conditioning(self, word_preds: torch.Tensor) -> list[torch.Tensor | None]:
+        """word_preds (B, W, D) -> per block the term each byte of word i adds, (B, W, E) (None: the block has no
+        cross-attention)."""
+        return [block.word_conditioning(word_preds) if block.add_cross_attention else None
+                for block in self.decoder_layers]
 
-        Optional, for cached generation: `word_conditioning` (one tensor broadcastable to (B, T, E) per block) is the
-        per-block term `gather_words(block.word_conditioning(word_preds), byte_word)` computed beforehand (it changes
-        only when a word ends; `word_preds` and `byte_word` are then unused); `position_embeddings` (cos, sin) is
-        `self.rotary_emb(., positions)` computed beforehand.
+    def forward(
+        self, byte_states, word_conditioning: Sequence[torch.Tensor | None], byte_word: torch.Tensor | None,
+        attention_mask, positions, past_key_values: Cache | None = None,
+        position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None, layer_stack: LayerStack | None = None,
+    ) -> torch.Tensor:
+        """byte_states (B, T, E), word_conditioning (per block (B, W, E) or None), byte_word (B, T) -> (B, T, E).
+
+        `byte_word` None: W is 1, and every byte of a row adds its row's one term. Optional: `position_embeddings`
+        (cos, sin), `self.rotary_emb(., positions)` computed beforehand; `layer_stack`, what runs the blocks' Llama
+        layers instead of the modules themselves (see `LayerStack`).
         """
         hidden_states = byte_states
         if position_embeddings is None:
             position_embeddings = self.rotary_emb(hidden_states, positions)
-        for i, block in enumerate(self.decoder_layers):
+        if layer_stack is not None:
+            adds = [term if term is None or byte_word is None else gather_words(term, byte_word)
+                    for term in word_conditioning]  # per block (B, T, E), (B, 1, E) or None
+            return layer_stack(hidden_states, attention_mask, position_embeddings, past_key_values, adds)
+        for term, block in zip(word_conditioning, self.decoder_layers, strict=True):
             # Word conditioning: every byte of word i gets the prediction for word i.
-            if block.add_cross_attention:
-                if word_conditioning is not None:
-                    hidden_states = hidden_states + word_conditioning[i]
-                else:
-                    hidden_states = hidden_states + gather_words(block.word_conditioning(word_preds), byte_word)
+            if term is not None:
+                hidden_states = hidden_states + (term if byte_word is None else gather_words(term, byte_word))
             hidden_states = block.llama_layer(
                 hidden_states, attention_mask=attention_mask, position_ids=positions,
                 past_key_values=past_key_values, use_cache=past_key_values is not None,

@@ -1,6 +1,7 @@
 """Where every byte and word of a batch sits, and the attention masks built from it (ARCHITECTURE.md §3.1).
 
-Pure functions from word lengths to the index tensors every part of the model needs. B rows, T byte columns, W word
+Pure functions from word lengths to the index tensors every part of the model needs, in torch ops on the batch's
+device. B rows, T byte columns, W word
 slots, L bytes per word.
 """
 
@@ -9,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-import numpy as np
 import torch
 
 
@@ -20,6 +20,7 @@ class WordLayout:
     Real bytes of a row are contiguous (left or right padding). Words are packed to the left of the word axis.
     """
 
+    word_lengths: torch.Tensor  # (B, W) long, bytes per word, right-padded with 0
     byte_valid: torch.Tensor  # (B, T) bool
     byte_positions: torch.Tensor  # (B, T) long, 0.. over the real bytes of a row
     byte_word: torch.Tensor  # (B, T) long, word slot of each byte (0 for padding)
@@ -31,57 +32,94 @@ class WordLayout:
     def num_words(self) -> torch.Tensor:  # (B,)
         return self.word_valid.sum(-1)
 
+    @property
+    def word_positions(self) -> torch.Tensor:  # (B, W) long: the word index, RoPE position of pooling and backbone
+        B, W = self.word_valid.shape
+        return torch.arange(W, device=self.word_valid.device).expand(B, W)
 
-def build_layout(word_lengths: Sequence[Sequence[int]], attention_mask: torch.Tensor) -> WordLayout:
-    """Index tensors for a batch whose row b holds `sum(word_lengths[b])` real bytes.
+    def byte_mask(self, window: int, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask (B, 1, T, T) of a byte stack: causal within `window` bytes, real bytes only."""
+        return additive_mask(causal_mask(self.byte_valid, window), dtype)
+
+    def word_mask(self, dtype: torch.dtype) -> torch.Tensor:
+        """Additive mask (B, 1, W, W) of the backbone: causal over the real words."""
+        return additive_mask(causal_mask(self.word_valid), dtype)
+
+
+def build_layout(word_lengths: Sequence[Sequence[int]] | torch.Tensor, attention_mask: torch.Tensor) -> WordLayout:
+    """Index tensors for a batch whose row b holds `sum(word_lengths[b])` real bytes, built on the mask's device.
 
     Args:
-        word_lengths (`list[list[int]]`): bytes per word, per row.
+        word_lengths (`list[list[int]]` or `torch.LongTensor` of shape `(B, W)`): bytes per word, per row; a tensor
+            is right-padded with 0 (the data collator's format).
         attention_mask (`torch.Tensor` of shape `(B, T)`): 1 for real bytes, contiguous in each row.
 
     Raises:
-        ValueError: the word lengths do not add up to a row's real bytes, or a row's real bytes are not contiguous.
+        ValueError: the word lengths do not add up to a row's real bytes, are not positive (then 0-padded), do not
+            have one row per batch row, or a row's real bytes are not contiguous.
     """
     device = attention_mask.device
-    mask = attention_mask.bool().cpu().numpy()
+    mask = attention_mask.bool()  # (B, T)
     B, T = mask.shape
-    n_real = mask.sum(1)
-    starts = mask.argmax(1)
-    for b in range(B):
-        if sum(word_lengths[b]) != n_real[b]:
-            raise ValueError(f"row {b}: word lengths add up to {sum(word_lengths[b])} bytes, the row has {n_real[b]}")
-        if n_real[b] and not mask[b, starts[b] : starts[b] + n_real[b]].all():
-            raise ValueError(f"row {b}: attention_mask must be one contiguous run of ones (left or right padding)")
-    W = max(1, max(len(w) for w in word_lengths))
-    L = max(1, max((max(w) for w in word_lengths if len(w)), default=1))
+    lengths = _length_tensor(word_lengths, B, device)  # (B, W)
 
-    byte_word = np.zeros((B, T), dtype=np.int64)
-    word_valid = np.zeros((B, W), dtype=bool)
-    word_bytes = np.zeros((B, W, L), dtype=np.int64)
-    word_bytes_valid = np.zeros((B, W, L), dtype=bool)
-    ar = np.arange(L)
-    for b, lengths in enumerate(word_lengths):
-        if not len(lengths):
-            continue
-        lengths = np.asarray(lengths, dtype=np.int64)
-        n = len(lengths)
-        word_start = starts[b] + np.concatenate([[0], np.cumsum(lengths)[:-1]])  # (n,) column of each word's first byte
-        byte_word[b, starts[b] : starts[b] + n_real[b]] = np.repeat(np.arange(n), lengths)
-        word_valid[b, :n] = True
-        valid = ar[None, :] < lengths[:, None]  # (n, L)
-        word_bytes[b, :n] = np.where(valid, word_start[:, None] + ar[None, :], 0)
-        word_bytes_valid[b, :n] = valid
+    n_real = mask.sum(1)  # (B,)
+    starts = mask.int().argmax(1)  # (B,) column of each row's first real byte (0 for an empty row)
+    offset = torch.arange(T, device=device) - starts[:, None]  # (B, T) byte index within the row's real bytes
+    ends = lengths.cumsum(1)  # (B, W) offset one past each word's last byte
+    word_valid = lengths > 0  # (B, W)
+    # One device-to-host copy for every check and the longest word.
+    bad_sum = ends[:, -1] != n_real  # (B,)
+    bad_mask = mask != ((offset >= 0) & (offset < n_real[:, None]))  # (B, T)
+    bad_lengths = (lengths < 0) | (word_valid[:, 1:] & ~word_valid[:, :-1]).any(1, keepdim=True)  # (B, W)
+    bad, longest = torch.stack([(bad_sum | bad_mask.any(1) | bad_lengths.any(1)).any(), lengths.max()]).tolist()
+    if bad:
+        _raise_layout_error(lengths, n_real, bad_sum, bad_mask, bad_lengths)
+    L = max(1, longest)
 
-    byte_valid = torch.from_numpy(mask)
-    positions = (byte_valid.long().cumsum(-1) - 1).clamp(min=0)
+    byte_word = torch.searchsorted(ends, offset.clamp(min=0), right=True)  # (B, T) words ending at or before a byte
+    byte_word = byte_word.masked_fill(~mask, 0)
+    within = torch.arange(L, device=device)  # (L,)
+    word_bytes_valid = within < lengths[:, :, None]  # (B, W, L)
+    word_start = starts[:, None] + ends - lengths  # (B, W) column of each word's first byte
+    word_bytes = torch.where(word_bytes_valid, word_start[:, :, None] + within, 0)  # (B, W, L)
     return WordLayout(
-        byte_valid=byte_valid.to(device),
-        byte_positions=positions.to(device),
-        byte_word=torch.from_numpy(byte_word).to(device),
-        word_valid=torch.from_numpy(word_valid).to(device),
-        word_bytes=torch.from_numpy(word_bytes).to(device),
-        word_bytes_valid=torch.from_numpy(word_bytes_valid).to(device),
+        word_lengths=lengths,
+        byte_valid=mask,
+        byte_positions=(mask.long().cumsum(-1) - 1).clamp(min=0),
+        byte_word=byte_word,
+        word_valid=word_valid,
+        word_bytes=word_bytes,
+        word_bytes_valid=word_bytes_valid,
     )
+
+
+def _length_tensor(word_lengths, batch_size: int, device: torch.device) -> torch.Tensor:
+    """word_lengths (list of lists, or (B, W)) -> (B, max(W, 1)) long on `device`, right-padded with 0."""
+    if isinstance(word_lengths, torch.Tensor):
+        if word_lengths.dim() != 2 or word_lengths.shape[0] != batch_size:
+            raise ValueError(f"word_lengths must be ({batch_size}, words), got shape {tuple(word_lengths.shape)}")
+        lengths = word_lengths.to(device=device, dtype=torch.long)
+    else:
+        if len(word_lengths) != batch_size:
+            raise ValueError(f"word_lengths has {len(word_lengths)} rows, the batch has {batch_size}")
+        W = max((len(row) for row in word_lengths), default=0)
+        lengths = torch.tensor([list(row) + [0] * (W - len(row)) for row in word_lengths], dtype=torch.long)
+        lengths = lengths.reshape(batch_size, W).to(device)
+    if lengths.shape[1] == 0:  # no row has a word: one empty word slot, so that every part sees W >= 1
+        lengths = lengths.new_zeros(batch_size, 1)
+    return lengths
+
+
+def _raise_layout_error(lengths, n_real, bad_sum, bad_mask, bad_lengths) -> None:
+    """The ValueError for the first bad row of `build_layout` (the error path: host copies are fine here)."""
+    b = int((bad_lengths.any(1) | bad_sum | bad_mask.any(1)).nonzero()[0])
+    row = lengths[b].tolist()
+    if bad_lengths[b].any():
+        raise ValueError(f"row {b}: word lengths must be positive, then padded with 0, got {row}")
+    if bad_sum[b]:
+        raise ValueError(f"row {b}: word lengths add up to {sum(row)} bytes, the row has {int(n_real[b])}")
+    raise ValueError(f"row {b}: attention_mask must be one contiguous run of ones (left or right padding)")
 
 
 def causal_mask(key_valid: torch.Tensor, window: int | None = None, q_len: int | None = None) -> torch.Tensor:

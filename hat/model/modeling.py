@@ -7,7 +7,7 @@ times `model.lm_head.weight` are the logits (TRL's fused LM head relies on it); 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 import torch
 from torch import nn
@@ -16,11 +16,11 @@ from transformers.modeling_outputs import ModelOutput
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 from ..config import HATConfig
+from .attention import LayerStack
 from .backbone import HATBackbone
 from .decoder import HATDecoder, HATDecoderConnector
 from .encoder import HATEncoder
-from .layout import additive_mask, build_layout, causal_mask
-from .parts import freeze_inert_parameters
+from .layout import WordLayout, build_layout
 from .pooling import HATEncoderConnector
 
 
@@ -29,14 +29,16 @@ class HATModelOutput(ModelOutput):
     """Output of [`HATModel`].
 
     Args:
-        last_hidden_state (`torch.Tensor` of shape `(B, T, E)`): byte states after the final norm.
+        last_hidden_state (`torch.Tensor` of shape `(B, T, E)`): byte states after the decoder and the final norm.
         word_hidden_states (`torch.Tensor` of shape `(B, W, D)`): backbone outputs (prediction for the next word).
-        word_lengths (`list[list[int]]`): the word segmentation used.
+        word_lengths (`torch.LongTensor` of shape `(B, W)`): the word segmentation used, right-padded with 0.
+        encoder_hidden_state (`torch.Tensor` of shape `(B, T, E)`): the encoder's byte states (the decoder's input).
     """
 
     last_hidden_state: torch.Tensor | None = None
     word_hidden_states: torch.Tensor | None = None
-    word_lengths: list[list[int]] | None = None
+    word_lengths: torch.LongTensor | None = None
+    encoder_hidden_state: torch.Tensor | None = None
 
 
 class HATPreTrainedModel(PreTrainedModel):
@@ -54,12 +56,6 @@ class HATPreTrainedModel(PreTrainedModel):
         for key in config.sub_configs:
             getattr(config, key)._attn_implementation_internal = config._attn_implementation
 
-    @classmethod
-    def from_pretrained(cls, *args, **kwargs):
-        loaded = super().from_pretrained(*args, **kwargs)
-        freeze_inert_parameters(loaded[0] if isinstance(loaded, tuple) else loaded)  # loading makes new parameters
-        return loaded
-
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -71,7 +67,12 @@ class HATPreTrainedModel(PreTrainedModel):
 
 
 class HATModel(HATPreTrainedModel):
-    """The byte-level stack without the head: `last_hidden_state` are the decoder's normalised byte states."""
+    """The byte-level stack without the head: `last_hidden_state` are the decoder's normalised byte states.
+
+    `forward` is the composition of the step methods, which cached generation (`hat.generation`) and training code
+    also call one at a time: `layout` -> `encode` -> `pool` -> `run_backbone` -> `predict_words` ->
+    `word_conditioning` -> `decode`. B rows, T bytes, W words, L bytes per word; E the byte width, D the backbone's.
+    """
 
     def __init__(self, config: HATConfig):
         super().__init__(config)
@@ -82,7 +83,6 @@ class HATModel(HATPreTrainedModel):
         self.decoder = HATDecoder(config.decoder_config)
         self.layer_norm = LlamaRMSNorm(config.decoder_config.hidden_size, eps=config.decoder_config.rms_norm_eps)
         self.post_init()
-        freeze_inert_parameters(self)
 
     def get_input_embeddings(self) -> nn.Embedding:
         return self.encoder.embedding_layer
@@ -90,8 +90,63 @@ class HATModel(HATPreTrainedModel):
     def set_input_embeddings(self, value: nn.Embedding) -> None:
         self.encoder.embedding_layer = value
 
+    def forward(
+        self,
+        input_ids: torch.LongTensor,
+        attention_mask: torch.Tensor | None = None,
+        word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
+        past_key_values: HATCaches | None = None,
+        **kwargs,
+    ) -> HATModelOutput:
+        r"""
+        Args:
+            input_ids (`torch.LongTensor` of shape `(B, T)`): byte values 0-255.
+            attention_mask (`torch.Tensor` of shape `(B, T)`, *optional*): 1 for real bytes; left or right padding.
+            word_lengths (`list[list[int]]` or `torch.LongTensor` of shape `(B, W)`, *optional*): bytes per word for
+                each row (a tensor right-padded with 0); computed with the splitter when omitted.
+            past_key_values (`HATCaches`, *optional*): caches for the encoder, the backbone and the decoder, filled
+                with the whole batch (cached generation's prefill).
+
+        Raises:
+            ValueError: ids outside 0-255, or word lengths that do not match the bytes.
+        """
+        if input_ids.dim() != 2:
+            raise ValueError(f"input_ids must be (batch, bytes), got shape {tuple(input_ids.shape)}")
+        if ((input_ids < 0) | (input_ids > 255)).any():
+            raise ValueError(f"input_ids must be byte values 0-255, got range [{int(input_ids.min())}, {int(input_ids.max())}]")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        layout = self.layout(input_ids, attention_mask, word_lengths)
+        encoder_cache, word_cache, decoder_cache = (None, None, None) if past_key_values is None else (
+            past_key_values.encoder, past_key_values.backbone, past_key_values.decoder)
+        dtype = self.encoder.embedding_layer.weight.dtype
+        windows = self.config.encoder_config.sliding_window, self.config.decoder_config.sliding_window
+
+        # Encoder: bytes -> byte states
+        encoder_mask = layout.byte_mask(windows[0], dtype)  # (B, 1, T, T)
+        byte_states = self.encode(input_ids, encoder_mask, layout.byte_positions, encoder_cache)  # (B, T, E)
+
+        # Pooling: each word's bytes -> one word embedding
+        word_embeds = self.pool(
+            byte_states, layout.byte_positions, layout.word_bytes, layout.word_bytes_valid, layout.word_positions
+        )  # (B, W, D)
+
+        # Backbone: words -> prediction of the next word
+        word_states = self.run_backbone(word_embeds, layout.word_mask(dtype), layout.word_positions, word_cache)
+
+        # Decoder: bytes of word i, conditioned on the prediction for word i -> next-byte states
+        word_preds = self.predict_words(word_states)  # (B, W, D)
+        decoder_mask = encoder_mask if windows[1] == windows[0] else layout.byte_mask(windows[1], dtype)
+        last_hidden_state = self.decode(
+            byte_states, self.word_conditioning(word_preds), layout.byte_word, decoder_mask, layout.byte_positions,
+            decoder_cache,
+        )  # (B, T, E)
+        return HATModelOutput(last_hidden_state=last_hidden_state, word_hidden_states=word_states,
+                              word_lengths=layout.word_lengths, encoder_hidden_state=byte_states)
+
+    # ------------------------------------------------------------------------------------------ the steps
     def word_lengths(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
-        """Split each row's real bytes into words with the model's splitting rule."""
+        """Split each row's real bytes into words with the model's splitting rule (on the CPU)."""
         from ..splitter import word_lengths_batch
 
         ids = input_ids.cpu().numpy()
@@ -99,53 +154,90 @@ class HATModel(HATPreTrainedModel):
         rows = [ids[b][mask[b]].tolist() for b in range(ids.shape[0])]
         return word_lengths_batch(rows, self.config.special_byte_values, self.config.max_word_size)
 
-    def forward(
-        self,
-        input_ids: torch.LongTensor,
-        attention_mask: torch.Tensor | None = None,
-        word_lengths: Sequence[Sequence[int]] | None = None,
-        **kwargs,
-    ) -> HATModelOutput:
-        r"""
-        Args:
-            input_ids (`torch.LongTensor` of shape `(B, T)`): byte values 0-255.
-            attention_mask (`torch.Tensor` of shape `(B, T)`, *optional*): 1 for real bytes; left or right padding.
-            word_lengths (`list[list[int]]`, *optional*): bytes per word for each row; computed with the
-                splitter when omitted.
+    def layout(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+        word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
+    ) -> WordLayout:
+        """input_ids, attention_mask (B, T) -> where every byte and word sits (`hat.model.layout.WordLayout`).
 
-        Raises:
-            ValueError: ids outside 0-255, or word lengths that do not match the bytes.
+        `word_lengths` (list of lists, or (B, W) right-padded with 0), optional: the words are split when omitted.
         """
-        if input_ids.dim() != 2:
-            raise ValueError(f"input_ids must be (batch, bytes), got shape {tuple(input_ids.shape)}")
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) > 255):
-            raise ValueError(f"input_ids must be byte values 0-255, got range [{int(input_ids.min())}, {int(input_ids.max())}]")
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
         if word_lengths is None:
             word_lengths = self.word_lengths(input_ids, attention_mask)
-        layout = build_layout(word_lengths, attention_mask)
-        B, W = layout.word_valid.shape
+        return build_layout(word_lengths, attention_mask)
 
-        # Encoder: bytes -> byte states
-        dtype = self.encoder.embedding_layer.weight.dtype
-        byte_mask = additive_mask(causal_mask(layout.byte_valid, self.config.encoder_config.sliding_window), dtype)
-        byte_states = self.encoder(input_ids, byte_mask, layout.byte_positions)  # (B, T, E); mask (B, 1, T, T)
+    def encode(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+        past_key_values=None, position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        layer_stack: LayerStack | None = None,
+    ) -> torch.Tensor:
+        """input_ids (B, N), additive attention_mask (B, 1, N, K), byte positions (B, N) -> byte_states (B, N, E).
 
-        # Encoder connector: each word's bytes -> one word embedding
-        word_positions = torch.arange(W, device=input_ids.device).expand(B, W)  # (B, W)
-        word_embeds = self.encoder_connector(
-            byte_states, layout.byte_positions, layout.word_bytes, layout.word_bytes_valid, word_positions
-        )  # (B, W, D)
+        Optional: the encoder's KV cache; RoPE `position_embeddings` (cos, sin) (B, N, hd) computed beforehand
+        (`byte_position_embeddings`); a `layer_stack` that runs the encoder's layers (`byte_layers()[0]`).
+        """
+        return self.encoder(input_ids, attention_mask, positions, past_key_values, position_embeddings, layer_stack)
 
-        # Backbone: words -> prediction of the next word
-        word_mask = additive_mask(causal_mask(layout.word_valid), dtype)  # (B, 1, W, W)
-        word_states = self.backbone(word_embeds, word_mask, word_positions)  # (B, W, D)
+    def pool(
+        self, byte_states: torch.Tensor, byte_positions: torch.Tensor, word_bytes: torch.Tensor,
+        word_bytes_valid: torch.Tensor, word_positions: torch.Tensor,
+    ) -> torch.Tensor:
+        """byte_states (B, N, E), byte_positions (B, N) -> word_embeds (B, W, D).
 
-        # Decoder: bytes of word i, conditioned on the prediction for word i -> next-byte states
-        word_preds = self.decoder_connector(word_states)  # (B, W, D)
-        if self.config.decoder_config.sliding_window != self.config.encoder_config.sliding_window:
-            byte_mask = additive_mask(causal_mask(layout.byte_valid, self.config.decoder_config.sliding_window), dtype)
-        byte_states = self.decoder(byte_states, word_preds, layout.byte_word, byte_mask, layout.byte_positions)
-        byte_states = self.layer_norm(byte_states)  # (B, T, E)
-        return HATModelOutput(last_hidden_state=byte_states, word_hidden_states=word_states, word_lengths=list(word_lengths))
+        `word_bytes` (B, W, L) are the columns (in N) of each word's bytes, `word_bytes_valid` (B, W, L) which are
+        real, `word_positions` (B, W) the word indices.
+        """
+        return self.encoder_connector(byte_states, byte_positions, word_bytes, word_bytes_valid, word_positions)
+
+    def run_backbone(
+        self, word_embeds: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, past_key_values=None,
+        num_layers: int | None = None,
+    ) -> torch.Tensor:
+        """word_embeds (B, W, D), additive attention_mask (B, 1, W, K), word positions (B, W) -> word_states (B, W, D).
+
+        Optional: the backbone's KV cache; `num_layers`, to run only the first `num_layers` Llama blocks.
+        """
+        return self.backbone(word_embeds, attention_mask, positions, past_key_values, num_layers)
+
+    def predict_words(self, word_states: torch.Tensor) -> torch.Tensor:
+        """word_states (B, W, D) -> word_preds (B, W, D): the prediction for word i (from word i-1; a learned one
+        for word 0)."""
+        return self.decoder_connector(word_states)
+
+    def word_conditioning(self, word_preds: torch.Tensor) -> list[torch.Tensor | None]:
+        """word_preds (B, W, D) -> per decoder block the term each byte of word i adds, (B, W, E) (None: none)."""
+        return self.decoder.word_conditioning(word_preds)
+
+    def decode(
+        self, byte_states: torch.Tensor, word_conditioning: Sequence[torch.Tensor | None],
+        byte_word: torch.Tensor | None, attention_mask: torch.Tensor | None, positions: torch.Tensor,
+        past_key_values=None, position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
+        layer_stack: LayerStack | None = None,
+    ) -> torch.Tensor:
+        """byte_states (B, N, E) from the encoder, `word_conditioning(word_preds)`, byte_word (B, N) the word of
+        each byte, additive attention_mask (B, 1, N, K), byte positions (B, N) -> normalised byte states (B, N, E).
+
+        `byte_word` None: each row has one word's terms (B, 1, E), added to all its bytes. Optional as in `encode`
+        (the decoder's cache, RoPE, a `layer_stack` for `byte_layers()[1]`).
+        """
+        byte_states = self.decoder(byte_states, word_conditioning, byte_word, attention_mask, positions,
+                                   past_key_values, position_embeddings, layer_stack)
+        return self.layer_norm(byte_states)
+
+    # ---------------------------------------------------------------- what cached decoding also needs
+    def byte_layers(self) -> tuple[list[nn.Module], list[nn.Module]]:
+        """The Llama layers of the encoder and of the decoder, in order (what a `layer_stack` runs)."""
+        return list(self.encoder.layers), [block.llama_layer for block in self.decoder.decoder_layers]
+
+    def byte_position_embeddings(self, positions: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+        """byte positions (B, N) -> RoPE (cos, sin), each (B, N, hd), of the encoder and of the decoder."""
+        like = self.encoder.embedding_layer.weight[:1]  # the dtype and device
+        return self.encoder.rotary_emb(like, positions), self.decoder.rotary_emb(like, positions)
+
+
+class HATCaches(Protocol):
+    """The KV caches `HATModel.forward` fills, one per stack (`hat.generation.caches.ModelCaches`)."""
+
+    encoder: object
+    backbone: object
+    decoder: object

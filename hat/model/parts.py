@@ -7,7 +7,7 @@ Everything that depends on those names is derived here, once:
 - `NEW_PARTS` / `new_modules(model)`: what a conversion initialises (everything but the backbone);
 - `is_backbone(name)`: the recipes' test for the Llama blocks (frozen, then trained at a lower learning rate);
 - `BACKBONE_LORA_TARGETS` / `LORA_MODULES_TO_SAVE`: LoRA adapters on the backbone, the new parts trained in full;
-- `INERT_PARAMETERS` / `freeze_inert_parameters`: the decoder weights that cannot change the output (§3.5).
+- `INERT_MODULES` / `freeze_inert`: the decoder weights that cannot change the output (§3.5), frozen by construction.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from torch import nn
+from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,12 @@ BACKBONE_LORA_TARGETS = (
     re.escape(_BY_DISK["backbone"].memory) + r"\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)"
 )
 
-# Parameters that cannot influence the output: each decoder cross-attention has exactly one key, so its softmax is 1
-# and the query side drops out (§3.5). They are kept for checkpoint compatibility and frozen, so that no optimizer,
-# DDP or ZeRO waits for their (absent) gradients.
-INERT_PARAMETERS = ("query_norm.weight", "cross_attention.q_proj.weight", "cross_attention.k_proj.weight",
-                    "cross_attention.norm_query.weight", "cross_attention.norm_key.weight")
+# Modules of a decoder block that cannot influence the output: each decoder cross-attention has exactly one key, so
+# its softmax is 1 and the query side drops out (§3.5). They are kept for checkpoint compatibility and frozen for good
+# by `freeze_inert`, so that no optimizer, DDP or ZeRO waits for their (absent) gradients.
+INERT_MODULES = ("query_norm", "cross_attention.q_proj", "cross_attention.k_proj", "cross_attention.norm_query",
+                 "cross_attention.norm_key")
+INERT_PARAMETERS = tuple(f"{module}.weight" for module in INERT_MODULES)
 
 
 def is_inert(name: str) -> bool:
@@ -105,10 +107,40 @@ def is_inert(name: str) -> bool:
     return ".decoder_layers." in name and name.endswith(INERT_PARAMETERS)
 
 
-def freeze_inert_parameters(model: nn.Module) -> None:
-    """Freeze the decoder's output-inert weights (`INERT_PARAMETERS`)."""
-    for name, param in model.named_parameters():
-        if is_inert(name):
+class _Frozen:
+    """A module whose parameters never train: each is frozen as it is registered, so also when loading a checkpoint
+    (transformers assigns new `Parameter`s) or `load_state_dict(assign=True)` replaces it."""
+
+    def register_parameter(self, name: str, param: nn.Parameter | None) -> None:
+        if param is not None:
+            param.requires_grad_(False)
+        super().register_parameter(name, param)
+
+
+class FrozenLinear(_Frozen, nn.Linear):
+    pass
+
+
+class FrozenRMSNorm(_Frozen, LlamaRMSNorm):
+    pass
+
+
+_FROZEN = {nn.Linear: FrozenLinear, LlamaRMSNorm: FrozenRMSNorm}
+
+
+def freeze_inert(block: nn.Module) -> None:
+    """Freeze the output-inert modules (`INERT_MODULES`) of a decoder block, for good: each becomes its frozen twin
+    (`FrozenLinear`, `FrozenRMSNorm`: the same module, whose parameters are frozen whenever they are set). The
+    parameters and their names stay, so checkpoints keep the release's keys."""
+    for path in INERT_MODULES:
+        try:
+            module = block.get_submodule(path)
+        except AttributeError:  # no cross-attention in this block, or no query/key norms
+            continue
+        module.__class__ = _FROZEN.get(type(module), type(module))
+        if not isinstance(module, _Frozen):
+            raise TypeError(f"freeze_inert has no frozen twin for {path} ({type(module).__name__})")
+        for param in module.parameters(recurse=False):
             param.requires_grad_(False)
 
 

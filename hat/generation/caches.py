@@ -1,29 +1,32 @@
-"""The caches of cached HAT decoding (`hat.decoding`), one row per sequence, batch-first.
+"""The caches of cached HAT decoding (`hat.generation.decoding`), one row per sequence, batch-first.
+
+- `ModelCaches`: the three KV caches, one per stack, which `HATModel.forward` fills in the prefill.
 
 - `ByteKVCache` (encoder, decoder): a ring of `window + slack` slots per layer; byte column `c` of a row lives in slot
   `c % capacity`, so memory is bounded by the sliding window. A layer's keys and values share one buffer, written
-  with one `index_copy_` per step (`update_packed`, used by `hat.fused.FusedStack`; `update` serves HF's layers).
+  with one `index_copy_` per step (`update_packed`, used by `fused.FusedStack`; `update` serves HF's layers).
 - `WordKVCache` (backbone): per layer a `(B, Hkv, capacity, hd)` buffer and a word count per row; a backbone step
   runs for any subset of rows, each writing its word at its own length, attention masked by length (no holes).
 - `ByteSlots`: each ring slot's byte position and validity (left padding), and the incrementally kept additive window
   mask of each row's newest byte.
-- `RotaryTable`: a byte stack's RoPE cos / sin for positions 0.., computed once by the stack's own `rotary_emb`.
+- `RotaryTable`: a byte stack's RoPE cos / sin for positions 0.., computed once by the model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
-from .model.layout import additive_mask
+from ..model.layout import additive_mask
 
 
 class ByteKVCache:
     """Sliding-window KV cache of a byte-level stack (encoder or decoder): a ring of `capacity` slots per layer.
 
     Duck-types the one `Cache` method a `LlamaDecoderLayer` calls, `update(key_states, value_states, layer_idx)`, and
-    offers `update_packed` to `hat.fused.FusedStack`. `prefilling=True`: the call stores the last `capacity` columns
+    offers `update_packed` to `fused.FusedStack`. `prefilling=True`: the call stores the last `capacity` columns
     and attends to all of its own keys. Afterwards the owner calls `begin_step(rows, slots, write, n_keys)` before each
     step: row `rows[i]` stores its Q new keys in `slots[i]` where `write[i]` holds (the other positions keep their
     entries), and attention reads the first `n_keys` slots of every row. A layer's keys and values share one buffer
@@ -181,19 +184,32 @@ class ByteSlots:
 
 
 class RotaryTable:
-    """cos / sin of a byte stack's RoPE for positions 0.., computed by the stack's own `rotary_emb`, grown on demand.
+    """cos / sin of a byte stack's RoPE for positions 0.., computed once by `compute` and grown on demand.
 
-    The encoder and decoder share one table when their rotary embeddings agree (the release's configs do).
+    `compute(positions)`: positions (1, n) -> cos, sin (1, n, hd), e.g. one of `HATModel.byte_position_embeddings`.
     """
 
-    def __init__(self, rotary_emb: torch.nn.Module, like: torch.Tensor):
-        self.rotary_emb, self.like = rotary_emb, like  # like: (1, 1, E) for dtype and device
+    def __init__(self, compute: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]], device: torch.device):
+        self.compute, self.device = compute, device
         self.cos = self.sin = None  # (L, hd)
 
     def __call__(self, positions: torch.Tensor, max_position: int) -> tuple[torch.Tensor, torch.Tensor]:
         """positions (B, Q) -> cos, sin (B, Q, hd)."""
         if self.cos is None or max_position >= self.cos.shape[0]:
             n = max(2 * max_position, 1024)
-            cos, sin = self.rotary_emb(self.like, torch.arange(n, device=self.like.device)[None])  # (1, n, hd)
+            cos, sin = self.compute(torch.arange(n, device=self.device)[None])  # (1, n, hd)
             self.cos, self.sin = cos[0], sin[0]
         return self.cos[positions], self.sin[positions]
+
+
+@dataclass
+class ModelCaches:
+    """The KV caches of the three stacks, what `HATModel.forward(past_key_values=...)` fills."""
+
+    encoder: ByteKVCache
+    backbone: WordKVCache
+    decoder: ByteKVCache
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        for cache in (self.encoder, self.backbone, self.decoder):
+            cache.select_rows(rows)

@@ -1,60 +1,19 @@
-"""The core model on CPU at tiny size: causality, padding, TRL's fused head, checkpoints, Llama parity."""
+"""hat.causal_lm: `HATForCausalLM` on CPU at tiny size: the loss, TRL's fused head, training steps, checkpoints in
+the release's layout."""
 
-import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from conftest import encode
 from hat import HATConfig, HATForCausalLM
-from hat.model.layout import build_layout
-from hat.model.parts import INERT_PARAMETERS
 
 TEXTS = [
     "Hello, world! HAT models read bytes.",
     "Straße über 3.14159 und 1,000 Äpfel",
     "emoji 👨‍👩‍👧 and 漢字 too",
 ]
-
-
-# ----------------------------------------------------------------------------------------- causality, padding
-def test_future_bytes_never_change_past_logits(tiny_model):
-    text = "The quick brown fox jumps over the lazy dog."
-    ids, _ = encode([text])
-    ref = tiny_model(ids).logits
-    for cut in (5, 17, len(ids[0]) - 1):  # mid-word, after a space, last byte
-        changed = ids.clone()
-        changed[0, cut:] = torch.tensor(list(b"Zq!" * 20)[: ids.shape[1] - cut])
-        out = tiny_model(changed).logits
-        torch.testing.assert_close(out[:, :cut], ref[:, :cut], rtol=0, atol=1e-6)
-        assert not torch.allclose(out[:, cut:], ref[:, cut:])  # the change is visible from there on
-
-
-def test_prefix_logits_equal_full_logits(tiny_model):
-    """Causality through the splitter: a prefix ending mid-word gives the logits of the full text's prefix."""
-    text = "Worte werden aus Bytes gebildet, Wort für Wort."
-    ids, _ = encode([text])
-    full = tiny_model(ids).logits
-    for cut in range(1, ids.shape[1], 7):
-        torch.testing.assert_close(tiny_model(ids[:, :cut]).logits, full[:, :cut], rtol=0, atol=1e-5)
-
-
-@pytest.mark.parametrize("padding_side", ["left", "right"])
-def test_batch_equals_rows_one_by_one(tiny_model, padding_side):
-    ids, mask = encode(TEXTS, padding_side)
-    batched = tiny_model(ids, attention_mask=mask).logits
-    for b, text in enumerate(TEXTS):
-        single = tiny_model(encode([text])[0]).logits[0]
-        torch.testing.assert_close(batched[b][mask[b].bool()], single, rtol=0, atol=1e-5)
-
-
-def test_empty_row_in_batch(tiny_model):
-    ids, mask = encode(["abc def", "x"])
-    mask[1] = 0  # a row with no bytes at all
-    out = tiny_model(ids, attention_mask=mask).logits
-    assert torch.isfinite(out).all()
-    torch.testing.assert_close(out[0], tiny_model(ids[:1]).logits[0], rtol=0, atol=1e-5)
 
 
 # ----------------------------------------------------------------------------------------------- losses
@@ -103,19 +62,6 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     model(ids, labels=ids).loss.backward()
     for name, grad in ref.items():
         torch.testing.assert_close(dict(model.named_parameters())[name].grad, grad, msg=name)
-
-
-def test_inert_parameters_are_frozen_and_get_no_gradient(tiny_model):
-    frozen = [n for n, p in tiny_model.named_parameters() if not p.requires_grad]
-    assert frozen and all(n.endswith(INERT_PARAMETERS) and ".decoder_layers." in n for n in frozen)
-    # Changing them does not change the output: each byte attends to exactly one key.
-    ids, _ = encode(["inert weights"])
-    ref = tiny_model(ids).logits
-    with torch.no_grad():
-        for n, p in tiny_model.named_parameters():
-            if n in frozen:
-                p.add_(torch.randn_like(p))
-    torch.testing.assert_close(tiny_model(ids).logits, ref)
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
@@ -196,56 +142,3 @@ def test_8b_preset_has_the_release_parameter_count():
     with torch.device("meta"):
         model = HATForCausalLM(HATConfig.release_8b())
     assert sum(p.numel() for p in model.parameters()) == 7_192_495_104
-
-
-# ------------------------------------------------------------------------------------------- Llama parity
-def test_backbone_layers_match_llama_layers():
-    """The backbone is Llama 3.1's blocks: same weights, same inputs -> same outputs (llama3 RoPE, GQA 4:1)."""
-    config = HATConfig.tiny()
-    bb = config.backbone_config
-    llama_config = LlamaConfig(**{k: v for k, v in bb.to_dict().items() if k not in ("vocab_size",)}, vocab_size=32)
-    assert llama_config.rope_parameters["rope_type"] == "llama3" and bb.num_attention_heads // bb.num_key_value_heads == 4
-    torch.manual_seed(0)
-    llama = LlamaForCausalLM(llama_config).eval()
-    model = HATForCausalLM(config).eval()
-    for ours, theirs in zip(model.model.backbone.layers, llama.model.layers, strict=True):
-        ours.load_state_dict(theirs.state_dict())
-
-    W = 12
-    x = torch.randn(2, W, bb.hidden_size)
-    expected = llama.model(inputs_embeds=x).last_hidden_state  # Llama's layers + its final norm
-    from hat.model.layout import additive_mask, causal_mask
-
-    positions = torch.arange(W).expand(2, W)
-    mask = additive_mask(causal_mask(torch.ones(2, W, dtype=torch.bool)), x.dtype)
-    got = llama.model.norm(model.model.backbone(x, mask, positions))
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
-
-
-# --------------------------------------------------------------------------------------------- bad input
-def test_bad_input_is_a_clear_error(tiny_model):
-    with pytest.raises(ValueError, match="byte values 0-255"):
-        tiny_model(torch.tensor([[1, 2, 256]]))
-    with pytest.raises(ValueError, match=r"\(batch, bytes\)"):
-        tiny_model(torch.tensor([1, 2, 3]))
-    with pytest.raises(ValueError, match="contiguous"):
-        tiny_model(torch.tensor([[65, 66, 67]]), attention_mask=torch.tensor([[1, 0, 1]]))
-    with pytest.raises(ValueError, match="word lengths add up to 2 bytes"):
-        tiny_model(torch.tensor([[65, 66, 67]]), word_lengths=[[1, 1]])
-
-
-def test_control_characters_nul_and_invalid_utf8_run(tiny_model):
-    data = b"a\x00b\x01\x1b[0m\r\n\t\xff\xfe\x80abc\xe2\x82 \xc0end"
-    ids = torch.tensor([list(data)])
-    out = tiny_model(ids, labels=ids)
-    assert torch.isfinite(out.loss) and out.logits.shape == (1, len(data), 256)
-
-
-def test_layout_bookkeeping():
-    mask = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0, 0]])
-    layout = build_layout([[2, 3], [1, 2]], mask)
-    assert layout.byte_positions[0].tolist() == [0, 0, 0, 1, 2, 3, 4]
-    assert layout.byte_word[0, 2:].tolist() == [0, 0, 1, 1, 1]
-    assert layout.word_bytes[0].tolist() == [[2, 3, 0], [4, 5, 6]]
-    assert layout.word_bytes_valid[1].tolist() == [[True, False, False], [True, True, False]]
-    assert layout.word_valid.tolist() == [[True, True], [True, True]]

@@ -47,11 +47,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load(model_dir: str, device: str = "cpu", dtype: str = "auto"):
     """The model (eval mode) and its tokenizer; a default byte tokenizer when none was saved with the model."""
-    from .causal_lm import HATForCausalLM
-    from .tokenizer import HATTokenizer, build_tokenizer
+    from transformers import AutoModelForCausalLM
+
+    from ..tokenizer import HATTokenizer, build_tokenizer
 
     torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
-    model = HATForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
+    # `HATForCausalLM` is registered with the Auto classes when `hat` is imported (as it is, to run this file)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
     if Path(model_dir).is_dir() and not (Path(model_dir) / "tokenizer.json").is_file():
         tokenizer = build_tokenizer(model.config.special_token_dict)
     else:

@@ -1,4 +1,4 @@
-"""hat.fused: the byte stacks' fused decoding layers compute what transformers' LlamaDecoderLayer computes."""
+"""hat.generation.fused: the byte stacks' fused decoding layers compute what transformers' LlamaDecoderLayer computes."""
 
 import copy
 
@@ -7,8 +7,8 @@ import torch
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRotaryEmbedding
 
-from hat.fused import FusedStack, fused_stack, supports
-from hat.caches import ByteKVCache
+from hat.generation.caches import ByteKVCache
+from hat.generation.fused import FusedStack, fused_stack, supports
 from hat.model.attention import run_layers
 from hat.model.layout import additive_mask, causal_mask
 
@@ -87,12 +87,11 @@ def test_fused_stack_matches_llama_layers_on_prefill_and_steps(heads, kv_heads, 
 
 def test_fused_stack_follows_parameter_updates():
     layers = llama_layers(4, 2)
-    owner = torch.nn.ModuleList(layers)
-    first = fused_stack(owner, layers)
-    assert fused_stack(owner, layers) is first  # cached while nothing changed
+    first = fused_stack(layers)
+    assert fused_stack(layers) is first  # cached while nothing changed
     with torch.no_grad():
         layers[1].mlp.down_proj.weight.mul_(2.0)  # an in-place update, as an optimizer step makes
-    second = fused_stack(owner, layers)
+    second = fused_stack(layers)
     assert second is not first
     torch.testing.assert_close(second.layers[1].w_down, layers[1].mlp.down_proj.weight.t())
 
@@ -102,12 +101,12 @@ def test_zero3_partitioned_layers_are_not_fused():
     assert supports(layers[0])
     layers[0].mlp.up_proj.weight.ds_id = 7  # how DeepSpeed ZeRO-3 marks a partitioned parameter
     assert not supports(layers[0])
-    assert fused_stack(torch.nn.ModuleList(layers), layers) is None
+    assert fused_stack(layers) is None
 
 
 def test_layers_with_biases_are_not_fused():
     layers = llama_layers(4, 4, attention_bias=True)
     assert not supports(layers[0])
-    assert fused_stack(torch.nn.ModuleList(layers), layers) is None
+    assert fused_stack(layers) is None
     with pytest.raises(ValueError, match="without projection biases"):
         FusedStack(layers)

@@ -12,13 +12,14 @@ a kernel launch), and HF's `LlamaDecoderLayer` spends ~50 per call: RMSNorm in s
 - one matmul for queries, keys and values; RoPE in three ops over all heads at once:
   `[q k v] * cos' + swap_halves([q k v]) * sin'`, where `sin'` carries `rotate_half`'s sign and `cos'` = 1,
   `sin'` = 0 on the value heads (values pass through exactly); keys and values come out side by side and are
-  stored in the byte cache with one `index_copy_` (`ByteKVCache.update_packed`);
+  stored in the byte cache with one `index_copy_` (`caches.ByteKVCache.update_packed`);
 - one SDPA call (grouped-query heads via `enable_gqa`);
 - output projection plus residual in one `addmm`; gate and up projections in one matmul; down projection plus
   residual in one `addmm`.
 
-The fused weights are built from the layers' own parameters and rebuilt whenever a parameter changed (`fused_stack`
-keys them on each parameter's version counter), so generation after training or `load_state_dict` sees the new
+A `FusedStack` is a `hat.model.attention.LayerStack`: `HATModel.encode` / `decode` run it in place of the layers. The
+fused weights are built from the layers' own parameters and rebuilt whenever a parameter changed (`fused_stack` keys
+them on each parameter's version counter), so generation after training or `load_state_dict` sees the new
 weights. Inference only (no autograd); attention is SDPA whatever `_attn_implementation` says. Tests compare it with
 `LlamaDecoderLayer` on prefill, single-step and multi-position decoding, in float32 and bfloat16.
 """
@@ -132,8 +133,9 @@ class FusedStack:
 _STACKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def fused_stack(owner: nn.Module, layers: Sequence[nn.Module]) -> FusedStack | None:
-    """The `FusedStack` of `layers` (None if a layer is not supported), cached on `owner` until a parameter changes.
+def fused_stack(layers: Sequence[nn.Module]) -> FusedStack | None:
+    """The `FusedStack` of `layers` (None if a layer is not supported), cached on the first layer until a parameter
+    changes.
 
     A parameter's version counter moves with every in-place update (optimizer steps, `load_state_dict`, `copy_`), so
     a stale snapshot is never used.
@@ -142,8 +144,8 @@ def fused_stack(owner: nn.Module, layers: Sequence[nn.Module]) -> FusedStack | N
     if not layers or not all(supports(layer) for layer in layers):
         return None
     key = tuple((p.data_ptr(), p._version) for layer in layers for p in layer.parameters())
-    cached = _STACKS.get(owner)
+    cached = _STACKS.get(layers[0])
     if cached is None or cached[0] != key:
         cached = (key, FusedStack(layers))
-        _STACKS[owner] = cached
+        _STACKS[layers[0]] = cached
     return cached[1]

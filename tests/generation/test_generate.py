@@ -1,0 +1,168 @@
+"""hat.generation.generate: HF's `generate` arguments, byte by byte: batching, stopping, sampling, the tokenizer
+and streaming."""
+
+import pytest
+import torch
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextStreamer
+
+from .helpers import EOS, PROMPTS, ForceBytes, encode, generated, make_model, reference_greedy
+
+
+def test_use_cache_false_is_the_reference(model):
+    ids, mask = encode(PROMPTS[:2])
+    ref_ids, _ = reference_greedy(model, ids, mask, 12)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, eos_token_id=None, use_cache=False)
+    assert torch.equal(out, ref_ids)
+
+
+# --------------------------------------------------------------------------------- batching, stopping, sampling
+def test_batched_equals_one_by_one(model):
+    ids, mask = encode(PROMPTS)
+    batched = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=24, eos_token_id=None)
+    for b, prompt in enumerate(PROMPTS):
+        single_ids, _ = encode([prompt])
+        single = model.generate(input_ids=single_ids, max_new_tokens=24, eos_token_id=None)
+        assert generated(single, single_ids.shape[1]) == generated(batched[b : b + 1], ids.shape[1])
+
+
+def test_stops_at_eos_and_pads_finished_rows(model):
+    ids, mask = encode(PROMPTS)
+    T = ids.shape[1]
+    free = generated(model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=30, eos_token_id=None), T)
+    # an eos byte that row 0 emits at step k: rows stop at their first occurrence of it, at different steps
+    eos = free[0][7]
+    stop_at = [row.find(bytes([eos])) for row in free]
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=30, eos_token_id=eos, pad_token_id=EOS)
+    got = generated(out, T)
+    expected_len = max(len(r) if s < 0 else s + 1 for r, s in zip(free, stop_at))
+    assert out.shape[1] == T + expected_len
+    for row, full, s in zip(got, free, stop_at):
+        n = len(full) if s < 0 else s + 1
+        assert row[:n] == full[:n]  # unchanged up to and including eos (finished rows left the batch)
+        assert set(row[n:]) <= {EOS}  # then padding
+
+
+def test_default_eos_is_192(model):
+    assert model.config.eos_token_id == EOS
+    ids, mask = encode(["ab"])
+    script = b"xy" + bytes([EOS]) + b"zzz"
+    out = model.generate(input_ids=ids, max_new_tokens=6,
+                         logits_processor=LogitsProcessorList([ForceBytes([script], ids)]))
+    assert generated(out, ids.shape[1]) == [b"xy" + bytes([EOS])]
+
+
+def test_stop_strings(model):
+    ids, mask = encode(["Q:", "Antwort:"])
+    scripts = ["Hello wörld. Bye now".encode(), "Grüße 😀 und mehr Text".encode()]
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=30, eos_token_id=None,
+                         stop_strings=["wörld", "😀"], pad_token_id=EOS,
+                         logits_processor=LogitsProcessorList([ForceBytes(scripts, ids)]))
+    got = generated(out, ids.shape[1])
+    assert got[0] == "Hello wörld".encode() + bytes([EOS]) * (len(got[0]) - len("Hello wörld".encode()))
+    assert got[1] == "Grüße 😀".encode()
+    # custom stopping criteria see the whole batch, as in HF
+    class AfterFive(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), input_ids.shape[1] >= ids.shape[1] + 5)
+
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=30, eos_token_id=None,
+                         stopping_criteria=StoppingCriteriaList([AfterFive()]))
+    assert out.shape[1] == ids.shape[1] + 5
+
+
+def test_seeded_sampling_is_reproducible(model):
+    ids, mask = encode(PROMPTS)
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=20, do_sample=True, temperature=0.8, top_k=50,
+                  top_p=0.95, eos_token_id=None)
+    torch.manual_seed(123)
+    a = model.generate(**kwargs)
+    torch.manual_seed(123)
+    b = model.generate(**kwargs)
+    c = model.generate(**kwargs, generator=torch.Generator().manual_seed(7))
+    d = model.generate(**kwargs, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and torch.equal(c, d)
+    # lockstep draws once per step for the whole batch, like HF's loop: the same draws as the full recompute
+    torch.manual_seed(123)
+    lockstep = model.generate(**kwargs, word_sync=False)
+    torch.manual_seed(123)
+    full = model.generate(**kwargs, use_cache=False)
+    assert torch.equal(lockstep, full)
+    assert not torch.equal(a, c)
+    greedy = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=20, eos_token_id=None)
+    assert not torch.equal(a, greedy)
+
+
+def test_num_return_sequences(model):
+    ids, mask = encode(PROMPTS[:2])
+    torch.manual_seed(0)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=8, do_sample=True, num_return_sequences=3,
+                         eos_token_id=None)
+    assert out.shape == (6, ids.shape[1] + 8)
+    assert torch.equal(out[:3, : ids.shape[1]], ids[:1].expand(3, -1))
+
+
+def test_bad_inputs_are_rejected(model):
+    ids, mask = encode(["abc", "a"])
+    right = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    with pytest.raises(ValueError, match="left padding"):
+        model.generate(input_ids=ids, attention_mask=right, max_new_tokens=2)
+    with pytest.raises(ValueError, match="empty"):
+        model.generate(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1], [0, 0, 0]]), max_new_tokens=2)
+    with pytest.raises(ValueError, match="0-255"):
+        model.generate(input_ids=ids + 300, max_new_tokens=2)
+    with pytest.raises(ValueError, match="num_beams"):
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, num_beams=2)
+    with pytest.raises(ValueError, match="unknown"):
+        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, not_an_option=1)
+
+
+# --------------------------------------------------------------------------------- tokenizer and streaming
+def test_generate_from_tokenizer_batch(model, tokenizer):
+    """The tokenizer's left-padded batch is the prompts' bytes; `generate(**batch)` gives the full-recompute bytes,
+    and `batch_decode` their text (invalid UTF-8 as U+FFFD)."""
+    batch = tokenizer(PROMPTS, return_tensors="pt", padding=True, padding_side="left")
+    ids, mask = encode(PROMPTS)
+    assert torch.equal(batch["attention_mask"].long(), mask)
+    assert torch.equal(batch["input_ids"][mask.bool()], ids[mask.bool()])
+    out = model.generate(**batch, max_new_tokens=16, eos_token_id=None)
+    ref_ids, _ = reference_greedy(model, batch["input_ids"], batch["attention_mask"], 16)
+    assert torch.equal(out, ref_ids)
+    T = batch["input_ids"].shape[1]
+    texts = tokenizer.batch_decode(out[:, T:])
+    assert texts == [row.decode("utf-8", errors="replace") for row in generated(out, T)]
+    assert tokenizer.batch_decode(out[:, :T], skip_special_tokens=True) == PROMPTS
+    assert len(set(texts)) == len(PROMPTS)  # the prompts lead to different continuations
+
+
+class Capture(TextStreamer):
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.chunks: list[str] = []
+
+    def on_finalized_text(self, text, stream_end=False):
+        self.chunks.append(text)
+
+
+def test_streamer_never_prints_half_a_character(model, tokenizer):
+    script = "Grüße aus Köln! 漢字かな😀👨‍👩‍👧 ok\nÜber Ärger.".encode()
+    ids = torch.tensor([list(b"Text: ")])
+    streamer = Capture(tokenizer)
+    out = model.generate(input_ids=ids, max_new_tokens=len(script), eos_token_id=None, streamer=streamer,
+                         logits_processor=LogitsProcessorList([ForceBytes([script], ids)]))
+    assert bytes(out[0, ids.shape[1] :].tolist()) == script
+    assert all("\ufffd" not in chunk for chunk in streamer.chunks)
+    assert "".join(streamer.chunks) == script.decode()
+    assert len([c for c in streamer.chunks if c]) > 3  # it did stream
+
+
+def test_untrained_model_emitting_invalid_utf8_streams_and_decodes(tokenizer):
+    model = make_model(8.0, seed=3)
+    ids, _ = encode(["Hallo"])
+    streamer = Capture(tokenizer)
+    torch.manual_seed(0)
+    out = model.generate(input_ids=ids, max_new_tokens=60, do_sample=True, eos_token_id=None, streamer=streamer)
+    gen = bytes(out[0, ids.shape[1] :].tolist())
+    with pytest.raises(UnicodeDecodeError):
+        gen.decode("utf-8")  # the model did emit invalid UTF-8
+    text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
+    assert "".join(streamer.chunks) == text
