@@ -44,12 +44,50 @@ def check_llama_config(config: LlamaConfig | dict[str, Any], where: str = "confi
                 f"{where}: model_type {model_type!r}, architectures {archs!r}: not a Llama checkpoint "
                 "(convert-llama takes LlamaForCausalLM checkpoints: model_type 'llama')"
             )
-        config = LlamaConfig.from_dict({k: v for k, v in config.items() if k != "quantization_config"})
+        _check_llama_sizes(config, where)
+        try:
+            config = LlamaConfig.from_dict({k: v for k, v in config.items() if k != "quantization_config"})
+        except (ValueError, TypeError, ZeroDivisionError) as e:
+            raise ConversionError(f"{where}: not a valid Llama config ({type(e).__name__}: {e})") from e
     if not isinstance(config, LlamaConfig):
         raise ConversionError(f"{where}: expected a LlamaConfig, got {type(config).__name__}")
+    _check_llama_sizes(config.to_dict(), where)
     if getattr(config, "attention_bias", False):
         raise ConversionError(f"{where}: attention_bias=True is not representable in the HAT checkpoint schema")
     return config
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _check_llama_sizes(config: dict[str, Any], where: str) -> None:
+    """The sizes a Llama's blocks need: positive integers, attention heads that divide the width and are a multiple
+    of the key/value heads."""
+    for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads"):
+        if not _positive_int(config.get(key)):
+            raise ConversionError(f"{where}: {key} is {config.get(key)!r}; a Llama needs a positive integer")
+    for key in ("num_key_value_heads", "head_dim", "max_position_embeddings"):
+        if config.get(key) is not None and not _positive_int(config[key]):
+            raise ConversionError(f"{where}: {key} is {config[key]!r}; a Llama needs a positive integer (or none)")
+    heads, kv_heads = config["num_attention_heads"], config.get("num_key_value_heads") or config["num_attention_heads"]
+    if heads % kv_heads:
+        raise ConversionError(f"{where}: num_attention_heads ({heads}) is not a multiple of num_key_value_heads "
+                              f"({kv_heads})")
+    if config.get("head_dim") is None and config["hidden_size"] % heads:
+        raise ConversionError(f"{where}: hidden_size ({config['hidden_size']}) is not a multiple of "
+                              f"num_attention_heads ({heads}) and no head_dim is given")
+
+
+def _check_byte_sizes(sizes: dict[str, Any]) -> None:
+    """The byte encoder/decoder sizes: positive integers; heads that divide the width into even head sizes (RoPE)."""
+    for key, value in sizes.items():
+        if not _positive_int(value):
+            raise ConversionError(f"--{key.replace('_', '-')} {value!r}: the byte sizes must be positive integers")
+    width, heads = sizes.get("hidden_size"), sizes.get("num_heads")
+    if width is not None and heads is not None and (width % heads or (width // heads) % 2):
+        raise ConversionError(f"--hidden-size {width} / --num-heads {heads}: the byte width must split into heads "
+                              "of one even size (RoPE rotates pairs)")
 
 
 def backbone_config_dict(llama: LlamaConfig) -> dict[str, Any]:
@@ -169,17 +207,22 @@ def hat_config_from_llama(llama_config: LlamaConfig | dict[str, Any], preset: st
     if unknown:
         raise ConversionError(f"unknown size override(s) {sorted(unknown)}; expected some of {list(RELEASE_8B_SIZES)}")
     sizes = {k: v for k, v in overrides.items() if v is not None}
-    if preset == "release-8b":
-        sizes = {**RELEASE_8B_SIZES, **sizes}
-    elif preset == "auto":
-        sizes = auto_sizes(backbone, **sizes)
-    else:
+    _check_byte_sizes(sizes)
+    if preset not in PRESETS:
         raise ConversionError(f"unknown preset {preset!r}; expected one of {PRESETS}")
     try:
-        config = HATConfig(**release_sub_configs(backbone, **sizes))
+        sizes = {**RELEASE_8B_SIZES, **sizes} if preset == "release-8b" else auto_sizes(backbone, **sizes)
+        _check_byte_sizes(sizes)
+        config = HATConfig(**release_sub_configs(backbone, **sizes), sliding_window=sizes["sliding_window"])
+    except ConversionError:
+        raise
     except ValueError as e:
         raise ConversionError(
             f"byte sizes {sizes} (preset {preset!r}) do not fit a backbone of width {backbone['hidden_size']}: {e}"
         ) from e
+    positions = config.encoder_config.max_position_embeddings
+    if sizes["sliding_window"] > positions:
+        raise ConversionError(f"--sliding-window {sizes['sliding_window']} is longer than the byte stacks' "
+                              f"max_position_embeddings ({positions})")
     config.architectures = ["HATForCausalLM"]
     return config

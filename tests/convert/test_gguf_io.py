@@ -77,3 +77,59 @@ def test_smollm2_gguf_converts_bit_identical():
     enc = hat.config.encoder_config
     assert (enc.hidden_size, enc.num_attention_heads) == (128, 2)
     assert_backbone_bit_identical(hat, llama)
+
+
+def small_llama_gguf(path: Path) -> bytes:
+    """A real llama GGUF (gguf's own writer) with the size metadata and two float32 tensors; returns its bytes."""
+    from gguf import GGUFWriter
+
+    writer = GGUFWriter(str(path), "llama")
+    writer.add_block_count(1)
+    writer.add_embedding_length(8)
+    writer.add_feed_forward_length(16)
+    writer.add_head_count(2)
+    writer.add_tensor("token_embd.weight", np.ones((4, 8), dtype=np.float32))
+    writer.add_tensor("blk.0.attn_q.weight", np.ones((8, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path.read_bytes()
+
+
+def overwrite_first_dim(data: bytes, tensor: str) -> bytes:
+    """The tensor info is name, n_dims (u32), dims (u64 each): the first dimension becomes 2**64 - 1."""
+    at = data.index(tensor.encode()) + len(tensor) + 4
+    return data[:at] + struct.pack("<Q", 2**64 - 1) + data[at + 8 :]
+
+
+@pytest.mark.parametrize("kind", ["truncated to half", "last bytes cut", "tensor dims overwritten",
+                                  "magic, version, then noise"])
+def test_corrupt_gguf(tmp_path, capsys, kind):
+    path = tmp_path / "model.gguf"
+    data = small_llama_gguf(path)
+    assert check_gguf(path)["GGUF.tensor_count"] == 2  # the intact file is fine
+    if kind == "truncated to half":
+        data = data[: len(data) // 2]
+    elif kind == "last bytes cut":
+        data = data[:-100]
+    elif kind == "tensor dims overwritten":
+        data = overwrite_first_dim(data, "blk.0.attn_q.weight")
+    else:
+        data = b"GGUF" + struct.pack("<I", 3) + np.random.default_rng(0).bytes(3000)
+    path.write_bytes(data)
+    err = run_failing(["--input", str(path), "--output", str(tmp_path / "out")], capsys,
+                      f"{path}: truncated or corrupt GGUF file ({len(data):,} bytes; gguf: ")
+    assert err.count("\n") == 1
+    assert_nothing_left(tmp_path, {"model.gguf"})
+
+
+@pytest.mark.slow
+def test_truncated_default_gguf(tmp_path, capsys):
+    """The real SmolLM2 GGUF cut in half: refused from the metadata read, before transformers loads anything."""
+    path = tmp_path / "model.gguf"
+    with open(default_source(), "rb") as f:
+        path.write_bytes(f.read(default_source().stat().st_size // 2))
+    run_failing(["--input", str(path), "--output", str(tmp_path / "out")], capsys,
+                f"{path}: truncated or corrupt GGUF file")
+    assert_nothing_left(tmp_path, {"model.gguf"})

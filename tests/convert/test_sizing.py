@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from llama_fixtures import LLAMA31_ROPE
+from llama_fixtures import LLAMA31_ROPE, assert_nothing_left, llama_dir, run_failing, src, tiny_llama  # noqa: F401
 from transformers import LlamaConfig
 
 from hat import HATConfig
+from hat.convert.cli import main
 from hat.convert.sizing import hat_config_from_llama, parameter_counts
 from hat.convert.table import ConversionError
 from hat.model.parts import NEW_PARTS
@@ -52,3 +55,48 @@ def test_release_8b_and_auto_sizes():
         hat_config_from_llama(smollm2, hidden=3)
     with pytest.raises(ConversionError, match="unknown preset"):
         hat_config_from_llama(smollm2, "huge")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Bad sizes: refused when the config is built, naming the value
+# ----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("edit, match", [
+    ({"num_hidden_layers": -2}, "num_hidden_layers is -2; a Llama needs a positive integer"),
+    ({"num_hidden_layers": 0}, "num_hidden_layers is 0; a Llama needs a positive integer"),
+    ({"num_attention_heads": 0}, "num_attention_heads is 0; a Llama needs a positive integer"),
+    ({"hidden_size": 64.0}, "hidden_size is 64.0; a Llama needs a positive integer"),
+    ({"num_key_value_heads": 3}, "num_attention_heads (4) is not a multiple of num_key_value_heads (3)"),
+    ({"hidden_size": 66, "head_dim": None}, "hidden_size (66) is not a multiple of num_attention_heads (4)"),
+    ({"hidden_size": 128}, "has shape (64,); HAT tensor 'backbone.layers.0.input_layernorm.weight' needs (128,)"),
+    ({"attention_bias": True}, "attention_bias=True is not representable"),
+])
+def test_bad_llama_config(src, tmp_path, capsys, edit, match):  # noqa: F811
+    config = json.loads((src / "config.json").read_text())
+    (src / "config.json").write_text(json.dumps({**config, **edit}))
+    err = run_failing(["--input", str(src), "--output", str(tmp_path / "out")], capsys, match)
+    assert f"{src / 'config.json'}: " in err or "source tensor" in err
+    assert_nothing_left(tmp_path, {"src"})
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--hidden-size=-32"], "--hidden-size -32: the byte sizes must be positive integers"),
+    (["--num-heads", "0"], "--num-heads 0: the byte sizes must be positive integers"),
+    (["--encoder-layers", "0"], "--encoder-layers 0: the byte sizes must be positive integers"),
+    (["--sliding-window=-5"], "--sliding-window -5: the byte sizes must be positive integers"),
+    (["--hidden-size", "30", "--num-heads", "4"], "--hidden-size 30 / --num-heads 4: the byte width must split"),
+    (["--hidden-size", "30", "--num-heads", "2"], "--hidden-size 30 / --num-heads 2: the byte width must split"),
+    (["--hidden-size", "48", "--num-heads", "2"], "backbone hidden_size (64) must be a multiple of the byte head_dim"),
+    (["--sliding-window", "100000000"], "--sliding-window 100000000 is longer than the byte stacks' "
+                                        "max_position_embeddings (262144)"),
+])
+def test_bad_byte_sizes(src, tmp_path, capsys, argv, match):  # noqa: F811
+    run_failing(["--input", str(src), "--output", str(tmp_path / "out"), *argv], capsys, match)
+    assert_nothing_left(tmp_path, {"src"})
+
+
+def test_byte_window_written_once_consistently(src, tmp_path):  # noqa: F811
+    """The release writes the byte window at the top level and in the encoder and decoder: all three agree."""
+    assert main(["--input", str(src), "--output", str(tmp_path / "out"), "--sliding-window", "64"]) == 0
+    raw = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert raw["sliding_window"] == raw["encoder_config"]["sliding_window"] == raw["decoder_config"]["sliding_window"]
+    assert raw["sliding_window"] == 64
