@@ -48,10 +48,15 @@ class SourceTensor:
 
 
 def read_safetensors_header(path: Path) -> dict[str, SourceTensor]:
-    """The tensors of one safetensors file, checked against its size without reading the data.
+    """The tensors of one safetensors file, checked against the file without reading the data.
+
+    As strict as the safetensors library: every entry has a known dtype, a shape of non-negative integers and
+    `data_offsets` whose length matches dtype x shape; sorted by offset, the tensors tile the data exactly (no
+    overlap, no gap, nothing past the end of the file and no bytes after the last tensor).
 
     Raises:
-        ConversionError: the file is truncated, its header is not valid JSON, or an entry is inconsistent.
+        ConversionError: the file is truncated, its header is not valid JSON, or an entry is inconsistent with its
+            dtype and shape, with the file or with another entry.
     """
     size = path.stat().st_size
     with open(path, "rb") as f:
@@ -63,29 +68,59 @@ def read_safetensors_header(path: Path) -> dict[str, SourceTensor]:
             raise ConversionError(f"{path}: corrupt safetensors header (declares {n} header bytes, file has {size})")
         raw = f.read(n)
     try:
-        header = json.loads(raw)
+        header = json.loads(raw, object_pairs_hook=_no_duplicates)
         if not isinstance(header, dict):
             raise ValueError("not a JSON object")
     except (ValueError, UnicodeDecodeError) as e:
         raise ConversionError(f"{path}: corrupt safetensors header ({e})") from e
     header.pop("__metadata__", None)
     tensors, data_size = {}, size - 8 - n
+    spans = []  # (begin, end, name)
     for name, entry in header.items():
         try:
             dtype = _ST_DTYPES[entry["dtype"]]
-            shape = tuple(int(d) for d in entry["shape"])
-            begin, end = (int(o) for o in entry["data_offsets"])
+            shape = tuple(_count(d) for d in entry["shape"])
+            begin, end = (_count(o) for o in entry["data_offsets"])
         except (KeyError, TypeError, ValueError) as e:
             raise ConversionError(f"{path}: corrupt safetensors header entry {name!r}: {entry!r}") from e
         nbytes = math.prod(shape) * dtype.itemsize
-        if end - begin != nbytes or begin < 0:
-            raise ConversionError(f"{path}: tensor {name!r} {shape} {entry['dtype']} has data_offsets {[begin, end]}")
+        if end - begin != nbytes:
+            raise ConversionError(f"{path}: tensor {name!r} {shape} {entry['dtype']} has data_offsets {[begin, end]}"
+                                  f" ({end - begin} bytes; {nbytes} expected)")
         if end > data_size:
             raise ConversionError(
-                f"{path}: truncated safetensors file: tensor {name!r} ends at byte {8 + n + end}, the file has {size}"
+                f"{path}: truncated safetensors file (or a corrupt header): tensor {name!r} ends at byte "
+                f"{8 + n + end}, the file has {size}"
             )
+        spans.append((begin, end, name))
         tensors[name] = SourceTensor(name, path, dtype, shape, 8 + n + begin)
+    covered, previous = 0, None
+    for begin, end, name in sorted(spans):
+        if begin < covered:
+            raise ConversionError(f"{path}: corrupt safetensors header: tensors {previous!r} and {name!r} overlap "
+                                  f"(bytes {begin}..{covered} of the data are claimed by both)")
+        if begin > covered:
+            raise ConversionError(f"{path}: corrupt safetensors header: {begin - covered} bytes before tensor "
+                                  f"{name!r} belong to no tensor (data_offsets must tile the data)")
+        covered, previous = end, name
+    if covered != data_size:
+        raise ConversionError(f"{path}: corrupt safetensors header: {data_size - covered} bytes after the last tensor "
+                              f"belong to no tensor")
     return tensors
+
+
+def _count(value: Any) -> int:
+    """A shape entry or offset: a non-negative JSON integer."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{value!r} is not a non-negative integer")
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"{next(k for k in keys if keys.count(k) > 1)!r} appears twice")
+    return dict(pairs)
 
 
 def scan_checkpoint(src: Path) -> tuple[dict[str, Any], list[SourceTensor]]:
@@ -166,7 +201,7 @@ def _copy_file_range(tensor: SourceTensor, out) -> bool:
     return True
 
 
-def _safetensors_header(entries: list[tuple[str, tuple[int, ...]]], dtype: torch.dtype) -> bytes:
+def safetensors_header(entries: list[tuple[str, tuple[int, ...]]], dtype: torch.dtype) -> bytes:
     """The head of a safetensors file holding `entries` (name, shape) of `dtype` in that order, back to back:
     the header length (little-endian u64), then the JSON header padded with spaces to a multiple of 8 bytes."""
     header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
@@ -199,26 +234,72 @@ def write_shard(
     dtype: torch.dtype,
     buffer: torch.Tensor,
     written: Callable[[int], None] = lambda nbytes: None,
+    check_finite: bool = True,
 ) -> None:
     """Write one safetensors file holding `entries` (name, source tensor or in-memory tensor) in `dtype`, in order.
 
     The header is written first (every shape is known), then each tensor is appended: a source tensor of `dtype`
     is copied by the kernel, any other goes through `buffer` (uint8, large enough for the largest source tensor).
     `written(nbytes)` is called after each tensor (a progress bar).
+
+    Raises:
+        ConversionError: `check_finite` and a tensor holds a NaN or an infinity (the first one is named).
+        OSError: the file cannot be written (its `filename` is `path`).
     """
     shapes = [(name, tuple(t.shape)) for name, t in entries]
-    with open(path, "wb", buffering=0) as f:
-        _write_all(f, _safetensors_header(shapes, dtype))
-        for name, tensor in entries:
-            if isinstance(tensor, torch.Tensor):
-                value = tensor
-            elif tensor.dtype == dtype and _copy_file_range(tensor, f):
-                value = None
-            else:
-                value = buffer[: tensor.numel * dtype.itemsize].view(dtype).view(tensor.shape)
-                _read_into(tensor, value)
-            if value is not None:
-                _write_all(f, value.reshape(-1).view(torch.uint8).numpy().data)
-            written(math.prod(tensor.shape) * dtype.itemsize)
+    try:
+        with open(path, "w+b", buffering=0) as f:  # "+": copied tensors are read back for the finite check
+            _write_all(f, safetensors_header(shapes, dtype))
+            for name, tensor in entries:
+                start = f.tell()
+                if isinstance(tensor, torch.Tensor):
+                    value = tensor
+                elif tensor.dtype == dtype and _copy_file_range(tensor, f):
+                    value = None
+                else:
+                    value = buffer[: tensor.numel * dtype.itemsize].view(dtype).view(tensor.shape)
+                    _read_into(tensor, value)
+                if value is not None:
+                    _write_all(f, value.reshape(-1).view(torch.uint8).numpy().data)
+                elif check_finite:  # read the copied bytes back: what was written is what is checked
+                    value = buffer[: tensor.numel * dtype.itemsize]
+                    _pread_into(f.fileno(), value, start)
+                    value = value.view(dtype)
+                if check_finite:
+                    _check_finite(name, tensor, value)
+                written(math.prod(tensor.shape) * dtype.itemsize)
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
     if set(read_safetensors_header(path)) != {name for name, _ in entries}:
         raise RuntimeError(f"{path}: the written shard does not read back")
+
+
+def _pread_into(fd: int, out: torch.Tensor, offset: int) -> None:
+    view = memoryview(out.numpy()).cast("B")
+    while view:
+        n = os.preadv(fd, [view], offset)
+        if n == 0:
+            raise RuntimeError(f"the output file ended at byte {offset} while reading back a tensor")
+        view, offset = view[n:], offset + n
+
+
+def _check_finite(name: str, tensor: SourceTensor | torch.Tensor, value: torch.Tensor) -> None:
+    """Raises `ConversionError` naming the tensor if `value` holds a NaN or an infinity (checked in chunks, so no
+    mask of the tensor's size is allocated)."""
+    flat = value.reshape(-1)
+    if all(torch.isfinite(chunk).all() for chunk in flat.split(2**22)):
+        return
+    bad = sum(int((~torch.isfinite(chunk)).sum()) for chunk in flat.split(2**22))
+    dtype = str(value.dtype).removeprefix("torch.")
+    if isinstance(tensor, torch.Tensor):
+        where = f"new tensor {name!r}"
+        why = "the initialisation is broken"
+    else:
+        where = f"{tensor.file}: tensor {tensor.name!r} (-> {name!r})"
+        why = ("the source checkpoint is damaged" if tensor.dtype == value.dtype else
+               f"cast from {str(tensor.dtype).removeprefix('torch.')}: values beyond {dtype}'s range become inf, or "
+               "the source is damaged")
+    raise ConversionError(f"{where} has {bad:,} NaN or infinite values of {flat.numel():,} in {dtype}: {why} "
+                          "(--no-check-finite converts it anyway)")
