@@ -50,8 +50,6 @@ class ConversionSummary:
         return "\n".join(lines)
 
 
-
-
 def peak_rss_bytes() -> int:
     """This process's peak resident set size so far.
 

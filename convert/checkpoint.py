@@ -16,8 +16,6 @@ import json
 import math
 import os
 import re
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +32,8 @@ from hat.tokenizer import build_tokenizer
 from .card import ConversionSummary, model_card, peak_rss_bytes
 from .gguf_io import load_llama_gguf
 from .init import build_new_modules
-from .output import check_free_disk, check_output, replace_dir
-from .safetensors_io import SourceTensor, scan_checkpoint, write_shard
+from .output import OutputDir, check_file_size_limit, check_output, human_bytes
+from .safetensors_io import SourceTensor, safetensors_header, scan_checkpoint, write_shard
 from .sizing import check_llama_config, hat_config_from_llama
 from .table import BACKBONE, ConversionError, hat_key
 
@@ -46,13 +44,21 @@ _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
 
 
 def parse_size(size: int | str) -> int:
-    """`5GB` (10^9), `500MiB` (2^20) or a plain number of bytes -> bytes."""
-    if isinstance(size, int):
-        return size
-    m = _SIZE.fullmatch(size.strip())
-    if not m:
-        raise ConversionError(f"cannot read size {size!r}; expected e.g. 5GB, 500MB, 2GiB or a number of bytes")
-    return int(float(m[1]) * _UNITS[(m[2] or "").upper()])
+    """`5GB` (10^9), `500MiB` (2^20) or a plain number of bytes -> bytes.
+
+    Raises:
+        ConversionError: not a size, or not a positive one.
+    """
+    if isinstance(size, int) and not isinstance(size, bool):
+        nbytes = size
+    else:
+        m = _SIZE.fullmatch(str(size).strip())
+        if not m:
+            raise ConversionError(f"cannot read size {size!r}; expected e.g. 5GB, 500MB, 2GiB or a number of bytes")
+        nbytes = int(float(m[1]) * _UNITS[(m[2] or "").upper()])
+    if nbytes < 1:
+        raise ConversionError(f"--max-shard-size {size!r} is not a positive size; expected e.g. 5GB, 500MB, 2GiB")
+    return nbytes
 
 
 @dataclass
@@ -66,6 +72,7 @@ class _Plan:
     dtype: torch.dtype
     shards: list[list[tuple[str, SourceTensor | None]]]  # output files; `None`: a new-module tensor
     total_bytes: int
+    largest_file: int  # bytes of the largest output shard, header included
 
 
 def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int | str, overrides: dict) -> _Plan:
@@ -116,6 +123,14 @@ def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int 
     head = [k for k in new_shapes if k.startswith(before)]
     order = [(k, None) for k in head] + kept + [(k, None) for k in new_shapes if k not in head]
     limit = parse_size(max_shard_size)
+    largest = max(order, key=lambda item: math.prod(expected[item[0]]))[0]
+    if math.prod(expected[largest]) * out_dtype.itemsize > limit:
+        need = math.prod(expected[largest]) * out_dtype.itemsize
+        raise ConversionError(
+            f"--max-shard-size {max_shard_size} ({human_bytes(limit)}) is smaller than the largest tensor, "
+            f"{largest!r} ({human_bytes(need)} in {str(out_dtype).removeprefix('torch.')}); pass at least "
+            f"{human_bytes(need)}"
+        )
     shards: list[list[tuple[str, SourceTensor | None]]] = [[]]
     filled = 0
     for name, tensor in order:
@@ -126,10 +141,15 @@ def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int 
         shards[-1].append((name, tensor))
         filled += nbytes
     total_bytes = sum(math.prod(s) for s in expected.values()) * out_dtype.itemsize
-    return _Plan(config, kept, dropped, new_shapes, out_dtype, shards, total_bytes)
+    largest_file = max(
+        len(safetensors_header([(n, expected[n]) for n, _ in shard], out_dtype))
+        + sum(math.prod(expected[n]) for n, _ in shard) * out_dtype.itemsize
+        for shard in shards
+    )
+    return _Plan(config, kept, dropped, new_shapes, out_dtype, shards, total_bytes, largest_file)
 
 
-def _write_weights(plan: _Plan, tmp: Path, seed: int, progress: bool) -> None:
+def _write_weights(plan: _Plan, tmp: Path, seed: int, progress: bool, check_finite: bool) -> None:
     """Stream the plan's tensors into shards in `tmp`, holding at most one source tensor at a time (plus the new
     modules), and write `model.safetensors.index.json`."""
     new_tensors = build_new_modules(plan.config, plan.dtype, seed)
@@ -140,7 +160,7 @@ def _write_weights(plan: _Plan, tmp: Path, seed: int, progress: bool) -> None:
               disable=not progress) as bar:
         for shard, file_name in zip(plan.shards, names):
             entries = [(name, new_tensors[name] if tensor is None else tensor) for name, tensor in shard]
-            write_shard(tmp / file_name, entries, plan.dtype, buffer, bar.update)
+            write_shard(tmp / file_name, entries, plan.dtype, buffer, bar.update, check_finite)
             weight_map.update(dict.fromkeys((name for name, _ in shard), file_name))
     index = {"metadata": {"total_size": plan.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
     (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -155,7 +175,7 @@ def convert_checkpoint(
     seed: int = 0,
     max_shard_size: int | str = "5GB",
     progress: bool = True,
-    source_name: str | None = None,
+    check_finite: bool = True,
     **overrides,
 ) -> ConversionSummary:
     """Stream a HF Llama checkpoint dir into a HAT checkpoint dir.
@@ -167,53 +187,58 @@ def convert_checkpoint(
 
     Args:
         src (`str`): dir with `config.json` and `model.safetensors` (or shards and `model.safetensors.index.json`).
-        dst (`str`): output dir; written as a temporary dir beside it, renamed into place when complete.
+        dst (`str`): output dir; written as a temporary dir beside it, moved into place when complete
+            (`hat.convert.output.OutputDir`: one conversion at a time, leftovers of killed runs removed).
         preset (`str`): `"auto"` or `"release-8b"`, see `hat_config_from_llama`; `**overrides` adjust the sizes.
         dtype (`str` or `torch.dtype`): `"float32"`, `"bfloat16"`, `"float16"`, or `"auto"`: the dtype most of
             the source's bytes are in.
         overwrite (`bool`): replace a non-empty `dst`.
         seed (`int`): seed of `init_new_modules`.
-        max_shard_size (`int` or `str`): largest output file, e.g. `"5GB"`.
+        max_shard_size (`int` or `str`): largest output file, e.g. `"5GB"`; at least the largest tensor.
         progress (`bool`): show a progress bar (stderr).
-        source_name (`str`, *optional*): what the summary and model card call the source (default: `src`).
+        check_finite (`bool`): check that every written weight is finite; the first NaN or inf is an error.
 
     Raises:
         ConversionError: not a Llama checkpoint, missing shard, truncated or corrupt safetensors, a tensor that
-            is not in the table or has the wrong shape, non-empty `dst` without `overwrite`, not enough disk.
-            All of these are found before anything is written.
+            is not in the table or has the wrong shape, non-empty `dst` without `overwrite`, another conversion
+            writing `dst`, not enough disk or a file-size limit (all found before anything is written); a full
+            disk or an unwritable directory while writing, a weight that is not finite (the partial output is
+            removed).
     """
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
-    if dst.absolute() == src.absolute():
-        raise ConversionError(f"{dst}: the output cannot be the source directory")
+    _check_paths(src, dst)
     check_output(dst, overwrite)
     plan = _plan(src, preset, dtype, max_shard_size, overrides)
-    check_free_disk(dst, plan.total_bytes + 2**20 * (1 + len(plan.shards)), f"the output {dst}")
+    with OutputDir(dst, overwrite) as out:
+        return _convert(plan, out, str(src), seed, progress, check_finite, start)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp-", dir=dst.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the output is an ordinary dir
-        _write_weights(plan, tmp, seed, progress)
-        new_params = {
-            k: sum(math.prod(s) for n, s in plan.new_shapes.items() if n.startswith(f"{k}.")) for k in NEW_PARTS
-        }
-        build_tokenizer(special_token_dict=plan.config.special_token_dict).save_pretrained(str(tmp))
-        plan.config.save_pretrained(tmp)
-        generation_config(plan.config).save_pretrained(tmp)
-        summary = ConversionSummary(
-            source=source_name or str(src), output=dst, dtype=str(plan.dtype).removeprefix("torch."),
-            kept_tensors=len(plan.kept), kept_params=sum(t.numel for _, t in plan.kept), dropped=plan.dropped,
-            new_params=new_params, shards=len(plan.shards), total_bytes=plan.total_bytes, seconds=0.0,
-            peak_rss_bytes=0, config=plan.config,
-        )
-        (tmp / "README.md").write_text(model_card(summary, seed))
-        replace_dir(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+def _check_paths(src: Path, dst: Path) -> None:
+    if dst.absolute() == src.absolute():
+        raise ConversionError(f"{dst}: the output cannot be the source directory")
+
+
+def _convert(
+    plan: _Plan, out: OutputDir, source_name: str, seed: int, progress: bool, check_finite: bool, start: float
+) -> ConversionSummary:
+    """Write the plan into a temporary directory of `out` and move it into place."""
+    check_file_size_limit(plan.largest_file, "the largest output file")
+    out.check_free_disk(plan.total_bytes + 2**20 * (1 + len(plan.shards)), f"the output {out.dst}")
+    tmp = out.tempdir("tmp")
+    _write_weights(plan, tmp, seed, progress, check_finite)
+    new_params = {k: sum(math.prod(s) for n, s in plan.new_shapes.items() if n.startswith(f"{k}.")) for k in NEW_PARTS}
+    build_tokenizer(special_token_dict=plan.config.special_token_dict).save_pretrained(str(tmp))
+    plan.config.save_pretrained(tmp)
+    generation_config(plan.config).save_pretrained(tmp)
+    summary = ConversionSummary(
+        source=source_name, output=out.dst, dtype=str(plan.dtype).removeprefix("torch."),
+        kept_tensors=len(plan.kept), kept_params=sum(t.numel for _, t in plan.kept), dropped=plan.dropped,
+        new_params=new_params, shards=len(plan.shards), total_bytes=plan.total_bytes, seconds=0.0,
+        peak_rss_bytes=0, config=plan.config,
+    )
+    (tmp / "README.md").write_text(model_card(summary, seed))
+    out.commit(tmp)
     summary.seconds = time.perf_counter() - start
     summary.peak_rss_bytes = peak_rss_bytes()
     return summary
@@ -225,28 +250,30 @@ def generation_config(config: HATConfig) -> GenerationConfig:
 
 
 def convert_gguf(
-    src: str | os.PathLike, dst: str | os.PathLike, overwrite: bool = False, **kwargs
+    src: str | os.PathLike, dst: str | os.PathLike, preset: str = "auto", dtype: str | torch.dtype = "auto",
+    overwrite: bool = False, seed: int = 0, max_shard_size: int | str = "5GB", progress: bool = True,
+    check_finite: bool = True, **overrides,
 ) -> ConversionSummary:
     """Convert a Llama GGUF: check its metadata, load it (dequantised), save it as a temporary HF checkpoint beside
-    `dst` and stream-convert that with `convert_checkpoint` (same arguments). Holds the dequantised model in
-    memory once, so meant for small GGUFs such as the embedded SmolLM2-135M; for 8B/70B convert the HF checkpoint.
+    `dst` (`.<name>.gguf-*`, removed at the end) and stream-convert that as `convert_checkpoint` does (same
+    arguments). Holds the dequantised model in memory once, so meant for small GGUFs such as the embedded
+    SmolLM2-135M; for 8B/70B convert the HF checkpoint.
 
     Raises:
         ConversionError: see `check_gguf` and `convert_checkpoint`.
     """
     start = time.perf_counter()
     src, dst = Path(src), Path(dst)
+    _check_paths(src, dst)
     check_output(dst, overwrite)
-    llama = load_llama_gguf(src)  # checks the metadata first (`check_gguf`)
-    unique = {t.data_ptr(): t.numel() * t.element_size() for t in llama.state_dict().values()}
-    check_free_disk(dst, sum(unique.values()) + 2**20, f"the temporary checkpoint of {src.name}")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    hf_dir = Path(tempfile.mkdtemp(prefix=f".{dst.name}.gguf-", dir=dst.parent))
-    try:
+    with OutputDir(dst, overwrite) as out:  # the lock first: a second run refuses before a long load
+        llama = load_llama_gguf(src)  # checks the metadata first (`check_gguf`)
+        unique = {t.data_ptr(): t.numel() * t.element_size() for t in llama.state_dict().values()}
+        out.check_free_disk(sum(unique.values()) + 2**20, f"the temporary checkpoint of {src.name}")
+        hf_dir = out.tempdir("gguf")
         llama.save_pretrained(hf_dir)
         del llama
-        summary = convert_checkpoint(hf_dir, dst, overwrite=overwrite, source_name=src.name, **kwargs)
-        summary.seconds = time.perf_counter() - start  # including the GGUF load
-        return summary
-    finally:
-        shutil.rmtree(hf_dir, ignore_errors=True)
+        plan = _plan(hf_dir, preset, dtype, max_shard_size, overrides)
+        summary = _convert(plan, out, src.name, seed, progress, check_finite, start)
+    summary.seconds = time.perf_counter() - start  # including the GGUF load
+    return summary

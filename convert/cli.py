@@ -15,6 +15,8 @@ default; for 8B/70B pass the HF checkpoint). `--preset auto`: new modules ~3% of
 from __future__ import annotations
 
 import argparse
+import logging
+import signal
 import sys
 from pathlib import Path
 
@@ -43,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-shard-size", default="5GB", help="largest output file, e.g. 5GB, 500MB (default 5GB)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new modules' initialisation")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output dir")
+    parser.add_argument("--check-finite", action=argparse.BooleanOptionalAction, default=True,
+                        help="check that every written weight is finite; the first NaN or inf is an error (default on)")
     return parser
 
 
@@ -50,8 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from .checkpoint import convert_checkpoint, convert_gguf
     from .gguf_io import default_source
+    from .output import Interrupted
     from .table import ConversionError
 
+    # What the conversion says as it goes (leftovers of an interrupted run removed, a partial output removed) goes
+    # to stderr, one line each, like the errors.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("convert-llama: %(message)s"))
+    logger = logging.getLogger("hat.convert")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
     try:
         source = args.input if args.input is not None else default_source()
         output = args.output
@@ -61,10 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         convert = convert_gguf if source.suffix.lower() == ".gguf" else convert_checkpoint
         summary = convert(
             source, output, preset=args.preset, dtype=args.dtype, overwrite=args.overwrite, seed=args.seed,
-            max_shard_size=args.max_shard_size, **{k: getattr(args, k) for k in SIZE_OPTIONS},
+            max_shard_size=args.max_shard_size, check_finite=args.check_finite,
+            **{k: getattr(args, k) for k in SIZE_OPTIONS},
         )
     except ConversionError as e:
         print(f"convert-llama: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # reading the source (writing errors are ConversionErrors): the path, not a traceback
+        print(f"convert-llama: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as e:
+        signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        print(f"convert-llama: interrupted by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        logger.removeHandler(handler)
     print(summary)
     return 0

@@ -10,6 +10,8 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,58 @@ def run_cli(argv: list[str], **kwargs) -> subprocess.CompletedProcess:
     """`python -m hat.convert argv` in a fresh process."""
     return subprocess.run([sys.executable, "-m", "hat.convert", *argv], capture_output=True, text=True,
                           env=child_env(), cwd=ROOT, timeout=300, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Real processes stopped mid-conversion
+# ----------------------------------------------------------------------------------------------------------
+# convert-llama that stops after writing its first output shard (the temporary output exists, the lock is held)
+# and says so on stdout, until a signal ends it.
+PAUSING_CHILD = textwrap.dedent("""
+    import sys, time
+    import hat.convert.checkpoint as checkpoint
+    from hat.convert.cli import main
+
+    real = checkpoint.write_shard
+    paused = []
+
+    def write_then_pause(*args, **kwargs):
+        real(*args, **kwargs)
+        if not paused:
+            paused.append(True)
+            print("PAUSED", flush=True)
+            time.sleep(600)
+
+    checkpoint.write_shard = write_then_pause
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+class PausedConversion:
+    """`convert-llama argv` in a child process, stopped with its first output shard written."""
+
+    def __init__(self, argv: list[str], log: Path):
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-c", PAUSING_CHILD, *argv], stdout=subprocess.PIPE,
+                                     stderr=open(log, "w"), text=True, env=child_env(), cwd=ROOT)
+        self.watchdog = threading.Timer(600, self.proc.kill)  # never outlive a broken test
+        self.watchdog.start()
+        lines = []  # libraries may print to stdout first
+        while not lines or lines[-1] not in ("PAUSED\n", ""):
+            lines.append(self.proc.stdout.readline())
+        if lines[-1] != "PAUSED\n":
+            self.proc.kill()
+            raise AssertionError(f"the conversion did not get to its first shard: {lines}\n{log.read_text()}")
+
+    def stop(self, signum: int) -> tuple[int, str]:
+        """Send `signum`; (exit code, stderr) once the child has ended."""
+        self.proc.send_signal(signum)
+        rc = self.proc.wait(timeout=120)
+        self.watchdog.cancel()
+        self.proc.stdout.close()
+        return rc, self.log.read_text()
+
+
+def hidden(parent: Path) -> list[str]:
+    """The hidden entries of `parent` (temporary directories, lock files)."""
+    return sorted(n for n in os.listdir(parent) if n.startswith("."))

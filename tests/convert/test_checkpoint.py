@@ -178,3 +178,58 @@ def test_peak_memory_is_bounded(tmp_path):
     assert used < 0.5 * total
     assert used < largest_shard + 50e6  # less than a converter that buffers one source and one output shard
     assert len(list((tmp_path / "out").glob("model-*.safetensors"))) >= 10
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every written weight finite (on by default), shard sizes that make sense
+# ----------------------------------------------------------------------------------------------------------
+def damage(src, name: str, value: float) -> str:
+    """Put `value` into one element of source tensor `name`; returns the shard's file name."""
+    index = json.loads((src / "model.safetensors.index.json").read_text())["weight_map"]
+    shard = src / index[name]
+    with safe_open(shard, "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors[name][3, 5] = value
+    save_file(tensors, shard, metadata={"format": "pt"})
+    return index[name]
+
+
+@pytest.mark.parametrize("dtype, why", [  # copied by the kernel and read back / cast in memory
+    ("auto", "in float32: the source checkpoint is damaged (--no-check-finite converts it anyway)"),
+    ("bfloat16", "in bfloat16: cast from float32: values beyond bfloat16's range become inf, or the source is damaged"),
+])
+def test_nan_weight_is_named(src, tmp_path, capsys, dtype, why):  # noqa: F811
+    name = "model.layers.1.mlp.up_proj.weight"
+    shard = damage(src, name, float("nan"))
+    argv = ["--input", str(src), "--output", str(tmp_path / "out"), "--dtype", dtype]
+    err = run_failing(argv, capsys, f"{src / shard}: tensor {name!r} (-> 'backbone.layers.1.mlp.up_proj.weight') "
+                                    "has 1 NaN or infinite values of 8,192")
+    assert why in err and "removed the unfinished" in err
+    assert_nothing_left(tmp_path, {"src"})
+
+    assert main([*argv, "--no-check-finite"]) == 0
+    hat = HATForCausalLM.from_pretrained(tmp_path / "out")
+    assert torch.isnan(hat.model.backbone.layers[1].mlp.up_proj.weight[3, 5])
+
+
+def test_overflow_in_the_cast_is_named(src, tmp_path, capsys):  # noqa: F811
+    name = "model.layers.0.self_attn.o_proj.weight"
+    damage(src, name, 1e30)
+    err = run_failing(["--input", str(src), "--output", str(tmp_path / "out"), "--dtype", "float16"], capsys,
+                      f"tensor {name!r} (-> 'backbone.layers.0.self_attn.o_proj.weight') has 1 NaN or infinite")
+    assert "in float16: cast from float32: values beyond float16's range become inf" in err
+    assert_nothing_left(tmp_path, {"src"})
+
+
+@pytest.mark.parametrize("size, match", [
+    ("0", "--max-shard-size '0' is not a positive size"),
+    ("0.4", "--max-shard-size '0.4' is not a positive size"),
+    ("-5GB", "cannot read size '-5GB'"),
+    ("5XB", "cannot read size '5XB'"),
+    ("1", "--max-shard-size 1 (1 B) is smaller than the largest tensor, 'backbone.layers.0.mlp.down_proj.weight'"),
+    ("10KB", "(10.0 KB) is smaller than the largest tensor, 'backbone.layers.0.mlp.down_proj.weight' (32.8 KB in "
+             "float32); pass at least 32.8 KB"),
+])
+def test_nonsense_shard_size_refused(src, tmp_path, capsys, size, match):  # noqa: F811
+    run_failing(["--input", str(src), "--output", str(tmp_path / "out"), f"--max-shard-size={size}"], capsys, match)
+    assert_nothing_left(tmp_path, {"src"})
