@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert-llama: error: {e}", file=sys.stderr)
         return 1
     except OSError as e:  # reading the source (writing errors are ConversionErrors): the path, not a traceback
-        print(f"convert-llama: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        print(f"convert-llama: error: {f'{e.filename}: {e.strerror}' if e.filename else e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:
         signum = e.signum if isinstance(e, Interrupted) else signal.SIGINT

@@ -92,8 +92,9 @@ def check_file_size_limit(largest_file: int, what: str) -> None:
 
 def os_error_message(e: OSError, dst: Path, needed: int | None = None) -> str:
     """One line for an `OSError` met while writing the output of `dst`: the path, what failed, what was needed."""
-    path = e.filename or dst.parent
-    if e.filename and not Path(e.filename).absolute().is_relative_to(dst.parent.absolute()):
+    parent = Path(os.path.abspath(dst)).parent
+    path = e.filename or parent
+    if e.filename and not Path(os.path.abspath(e.filename)).is_relative_to(parent):
         return f"{path}: {e.strerror or e}"  # the source, not the output
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         free = shutil.disk_usage(_existing(Path(path))).free
@@ -103,7 +104,7 @@ def os_error_message(e: OSError, dst: Path, needed: int | None = None) -> str:
         return f"{path}: file too large for this filesystem or the file-size limit (ulimit -f); pass a smaller --max-shard-size"
     reason = {errno.EACCES: "permission denied", errno.EPERM: "permission denied", errno.EROFS: "read-only file system"}
     return (f"{path}: cannot write here: {reason.get(e.errno, e.strerror or e)} "
-            f"(convert-llama needs to create files in {dst.parent.absolute()})")
+            f"(convert-llama needs to create files in {parent})")
 
 
 def _size(path: Path) -> int:
@@ -127,7 +128,10 @@ class OutputDir:
     def __init__(self, dst: Path, overwrite: bool):
         self.dst = Path(dst)
         self.overwrite = overwrite
-        self.lock_path = self.dst.parent / f".{self.dst.name}.lock"
+        # Beside the target, named after it (`out/`, `out/.` and `./out` are one target).
+        absolute = Path(os.path.abspath(dst))
+        self.parent, self.name = absolute.parent, absolute.name
+        self.lock_path = self.parent / f".{self.name}.lock"
         self._temps: list[Path] = []
         self._made: list[Path] = []
         self._fd: int | None = None
@@ -181,7 +185,7 @@ class OutputDir:
     # ------------------------------------------------------------------ pieces
     def _make_parents(self) -> None:
         missing = []
-        parent = self.dst.parent.absolute()
+        parent = self.parent
         while not parent.exists():
             missing.append(parent)
             parent = parent.parent
@@ -237,15 +241,15 @@ class OutputDir:
 
     def leftovers(self) -> list[Path]:
         """The hidden directories of earlier runs into `dst` (call under the lock: nobody else writes them)."""
-        prefixes = tuple(f".{self.dst.name}.{kind}-" for kind in _KINDS)
-        parent = self.dst.parent
+        prefixes = tuple(f".{self.name}.{kind}-" for kind in _KINDS)
+        parent = self.parent
         return sorted(p for p in (parent / n for n in os.listdir(parent) if n.startswith(prefixes)) if p not in self._temps)
 
     def remove_leftovers(self) -> None:
         """Remove what a killed run left beside `dst`; put back a previous output that it had moved aside."""
         for path in self.leftovers():
-            moved_aside = path / self.dst.name
-            if path.name.startswith(f".{self.dst.name}.old-") and moved_aside.is_dir() and not self.dst.exists():
+            moved_aside = path / self.name
+            if path.name.startswith(f".{self.name}.old-") and moved_aside.is_dir() and not self.dst.exists():
                 os.replace(moved_aside, self.dst)
                 logger.warning("put back %s: an interrupted --overwrite had moved it aside to %s", self.dst, path)
             size = _size(path)
@@ -264,7 +268,7 @@ class OutputDir:
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
         try:
-            path = Path(tempfile.mkdtemp(prefix=f".{self.dst.name}.{kind}-", dir=self.dst.parent))
+            path = Path(tempfile.mkdtemp(prefix=f".{self.name}.{kind}-", dir=self.parent))
         except OSError as e:
             raise ConversionError(os_error_message(e, self.dst)) from e
         self._temps.append(path)
@@ -275,14 +279,14 @@ class OutputDir:
 
     def commit(self, tmp: Path) -> None:
         """Move the finished `tmp` to `dst`; an existing `dst` is moved aside first and removed only after."""
-        dst, old = self.dst, None
+        dst, old = self.parent / self.name, None
         if dst.exists():
             old = self.tempdir("old")
-            os.replace(dst, old / dst.name)
+            os.replace(dst, old / self.name)
         try:
             os.replace(tmp, dst)
         except BaseException:
             if old is not None:
-                os.replace(old / dst.name, dst)
+                os.replace(old / self.name, dst)
             raise
         self.committed = True

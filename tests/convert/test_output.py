@@ -218,6 +218,7 @@ def test_write_error_mid_write(src, tmp_path, capsys, monkeypatch, code, match):
     assert_nothing_left(tmp_path, {"src"})
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
 def test_output_where_nothing_can_be_created(src, capsys):  # noqa: F811
     err = run_failing(["--input", str(src), "--output", "/proc/hat-out"], capsys, "cannot write here")
     assert "/proc/.hat-out.lock: cannot write here: No such file or directory" in err
@@ -292,6 +293,28 @@ def test_disk_full_on_a_small_filesystem(src, tmp_path):  # noqa: F811
     assert ": no space left on the device (the output needs ~" in run.stderr
     assert "convert-llama: removed the unfinished" in run.stderr
     assert left == []
+
+
+# What kill -9 leaves on a small disk: 2 MB of a temporary output.
+LEFTOVER_CHILD = (
+    "import os, sys; from hat.convert.cli import main\n"
+    "out = sys.argv[sys.argv.index('--output') + 1]\n"
+    "leftover = os.path.join(os.path.dirname(out), '.out.tmp-killed')\n"
+    "os.mkdir(leftover); open(os.path.join(leftover, 'model-00001-of-00001.safetensors'), 'wb').write(b'x' * 2_000_000)\n"
+    "sys.exit(main(sys.argv[1:]))"
+)
+
+
+@pytest.mark.slow
+@needs_unshare
+def test_retry_after_kill_on_a_small_disk(src, tmp_path):  # noqa: F811
+    """The leftover is removed (and named) before the free-space check, so the retry fits."""
+    small = tmp_path / "small"
+    small.mkdir()
+    run, left = run_in_small_fs(small, "size=4m", LEFTOVER_CHILD, ["--input", str(src), "--output", str(small / "out")])
+    assert run.returncode == 0, run.stderr
+    assert f"convert-llama: removed {small}/.out.tmp-killed (2.0 MB), left by an interrupted conversion" in run.stderr
+    assert left == ["out"]
 
 
 @pytest.mark.slow
