@@ -36,7 +36,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     task, src, dst, shard, dtype = sys.argv[1:6]
     if task == "convert":
-        from hat.conversion import convert_checkpoint
+        from hat.convert.checkpoint import convert_checkpoint
 
     def peak_rss():  # VmHWM, not ru_maxrss: that one is inherited from the (large) parent across fork/exec
         status = Path("/proc/self/status").read_text()

@@ -20,7 +20,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._common import machine, write_section  # noqa: E402
-from hat.conversion import default_source, hat_from_llama, load_llama_gguf  # noqa: E402
+from hat.convert.gguf_io import default_source, load_llama_gguf  # noqa: E402
+from hat.convert.in_memory import hat_from_llama  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -61,7 +61,7 @@ def load_llama(path: str | os.PathLike, device: str | None = None, dtype: str = 
 
     path = Path(path)
     if path.suffix == ".gguf" and path.is_file():
-        from hat.conversion import load_llama_gguf
+        from hat.convert.gguf_io import load_llama_gguf
 
         model = load_llama_gguf(path)
         if dtype != "auto":

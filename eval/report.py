@@ -1,6 +1,6 @@
 """HAT next to the Llama it came from, in one report: bits per byte, compression, robustness, benchmarks.
 
-    python -m hat.eval.report --hat outputs/smollm2-135m-hat --llama "$(python -c 'import hat.conversion as c; print(c.default_source())')" \
+    python -m hat.eval.report --hat outputs/smollm2-135m-hat --llama "$(python -c 'from hat.convert.gguf_io import default_source; print(default_source())')" \
         --texts data/corpus/en/heldout.txt data/corpus/de/heldout.txt --out outputs/report
     python -m hat.eval.report --hat DIR --llama DIR_OR_GGUF --texts ... --tasks hat_en,hat_de --limit 200   # + lm-eval
 

@@ -59,7 +59,7 @@ def source_bpb() -> dict[str, float]:
     from transformers import AutoTokenizer
 
     from hat.eval.intrinsic import token_bits_per_byte
-    from hat.conversion import default_source, load_llama_gguf
+    from hat.convert.gguf_io import default_source, load_llama_gguf
 
     src = default_source()
     model = load_llama_gguf(src).to(torch.float32).eval()
