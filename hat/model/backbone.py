@@ -20,12 +20,14 @@ class HATBackbone(nn.Module):
 
     def forward(
         self, word_embeds, attention_mask, positions, past_key_values: Cache | None = None, num_layers: int | None = None,
+        first_layer: int = 0,
     ) -> torch.Tensor:
         """word_embeds (B, W, D), attention_mask (B, 1, W, K), positions (B, W) -> word_states (B, W, D).
 
-        `num_layers`, optional: run only the first `num_layers` blocks.
+        Optional: run only the blocks `first_layer` .. `num_layers - 1` (`word_embeds` is then the output of block
+        `first_layer - 1`), e.g. the first k blocks, and then the rest from where they stopped.
         """
         hidden_states = word_embeds
         position_embeddings = self.rotary_emb(hidden_states, positions)
-        layers = self.layers if num_layers is None else self.layers[:num_layers]
+        layers = self.layers[first_layer:num_layers]
         return run_layers(layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values)

@@ -191,13 +191,14 @@ class HATModel(HATPreTrainedModel):
 
     def run_backbone(
         self, word_embeds: torch.Tensor, attention_mask: torch.Tensor, positions: torch.Tensor, past_key_values=None,
-        num_layers: int | None = None,
+        num_layers: int | None = None, first_layer: int = 0,
     ) -> torch.Tensor:
         """word_embeds (B, W, D), additive attention_mask (B, 1, W, K), word positions (B, W) -> word_states (B, W, D).
 
-        Optional: the backbone's KV cache; `num_layers`, to run only the first `num_layers` Llama blocks.
+        Optional: the backbone's KV cache; `num_layers` / `first_layer`, to run only the Llama blocks
+        `first_layer .. num_layers - 1` (teacher-guided training matches the first k blocks' output, §7.2).
         """
-        return self.backbone(word_embeds, attention_mask, positions, past_key_values, num_layers)
+        return self.backbone(word_embeds, attention_mask, positions, past_key_values, num_layers, first_layer)
 
     def predict_words(self, word_states: torch.Tensor) -> torch.Tensor:
         """word_states (B, W, D) -> word_preds (B, W, D): the prediction for word i (from word i-1; a learned one
