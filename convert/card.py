@@ -33,6 +33,7 @@ class ConversionSummary:
     seconds: float
     peak_rss_bytes: int
     config: HATConfig = field(repr=False)
+    teacher_params: int = 0  # kept in teacher/ (0: no teacher files)
 
     def __str__(self) -> str:
         new = sum(self.new_params.values())
@@ -44,7 +45,9 @@ class ConversionSummary:
             + ", ".join(f"{k} ({v:,})" for k, v in self.dropped.items()),
             f"  new     {new:>15,} params ({100 * new / total:.2f}% of {total:,}), untrained: "
             + ", ".join(f"{k} {v:,}" for k, v in self.new_params.items()),
-            f"  wrote {self.total_bytes / 2**20:,.1f} MiB in {self.shards} shard(s)",
+            f"  wrote {self.total_bytes / 2**20:,.1f} MiB in {self.shards} shard(s)"
+            + (f", and teacher/: the source's embedding, norm and head ({self.teacher_params:,} params) and tokenizer"
+               if self.teacher_params else ", no teacher files"),
             f"  time {self.seconds:.1f} s, peak RSS {self.peak_rss_bytes / 2**20:,.0f} MiB",
         ]
         return "\n".join(lines)
@@ -94,6 +97,12 @@ def model_card(summary: ConversionSummary, seed: int) -> str:
         for p in PARTS
     )
     dropped = ", ".join(f"`{k}` ({v:,})" for k, v in summary.dropped.items()) or "nothing"
+    teacher = (
+        f"They are kept in `teacher/` ({summary.teacher_params:,} parameters, with the source's tokenizer): with this "
+        "checkpoint's backbone they are the source model, which teacher-guided stage-1 training learns from "
+        "(`hat.teacher`)."
+        if summary.teacher_params else "No teacher files were written (`--no-teacher`)."
+    )
     return f"""---
 library_name: transformers
 tags: [hat, byte-level, hierarchical-autoregressive-transformer, untrained]
@@ -108,7 +117,7 @@ A byte-level hierarchical autoregressive transformer (HAT) whose backbone is the
 {table}
 
 {total:,} parameters; the new modules are {new:,} ({100 * new / total:.2f}%). Dropped from the source
-(a byte model does not use them): {dropped}.
+(a byte model does not use them): {dropped}. {teacher}
 
 **The encoder, connectors, decoder, final norm and byte head are untrained** (random, `init_new_modules(seed={seed})`):
 this checkpoint produces noise until stage 1 of the conversion recipe has trained them.

@@ -27,6 +27,7 @@ from transformers import GenerationConfig
 from hat.causal_lm import HATForCausalLM
 from hat.config import HATConfig
 from hat.model.parts import NEW_PARTS, PARTS, disk_name, is_backbone, memory_name
+from hat.teacher import TEACHER_DIR
 from hat.tokenizer import build_tokenizer
 
 from .card import ConversionSummary, model_card, peak_rss_bytes
@@ -36,6 +37,7 @@ from .output import OutputDir, check_file_size_limit, check_output, human_bytes
 from .safetensors_io import SourceTensor, safetensors_header, scan_checkpoint, write_shard
 from .sizing import check_llama_config, hat_config_from_llama
 from .table import BACKBONE, ConversionError, hat_key
+from .teacher import TeacherPlan, load_source_tokenizer, teacher_plan, write_teacher
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([KMGT]?i?B)?", re.IGNORECASE)
@@ -73,21 +75,25 @@ class _Plan:
     shards: list[list[tuple[str, SourceTensor | None]]]  # output files; `None`: a new-module tensor
     total_bytes: int
     largest_file: int  # bytes of the largest output shard, header included
+    teacher: TeacherPlan | None  # the teacher files (`teacher/`), or None
+    max_shard_size: int  # bytes
 
 
-def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int | str, overrides: dict) -> _Plan:
-    """Pre-flight: read every header, map every tensor through the table, check every shape, lay out the shards."""
+def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int | str, overrides: dict,
+          teacher: bool = True, source_name: str | None = None) -> _Plan:
+    """Pre-flight: read every header, map every tensor through the table, check every shape, lay out the shards
+    (and, with `teacher`, check what the teacher files need: the source's embedding, norm, head and tokenizer)."""
     raw_config, source = scan_checkpoint(src)
     config = hat_config_from_llama(check_llama_config(raw_config, where=str(src / "config.json")), preset, **overrides)
     with torch.device("meta"):
         expected = {disk_name(k): tuple(v.shape) for k, v in HATForCausalLM(config).state_dict().items()}
 
     kept: list[tuple[str, SourceTensor]] = []
-    dropped: dict[str, int] = {}
+    dropped: dict[str, SourceTensor] = {}
     for tensor in source:
         name = hat_key(tensor.name)
         if name is None:
-            dropped[tensor.name] = tensor.numel
+            dropped[tensor.name] = tensor
             continue
         if name not in expected:
             raise ConversionError(f"source tensor {tensor.name!r} -> {name!r}, which the HAT config does not have")
@@ -140,20 +146,28 @@ def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int 
             filled = 0
         shards[-1].append((name, tensor))
         filled += nbytes
+    teacher_files = None
+    if teacher:
+        tokenizer = load_source_tokenizer(src)
+        teacher_files = teacher_plan(raw_config, dropped, tokenizer, source_name or str(src))
     total_bytes = sum(math.prod(s) for s in expected.values()) * out_dtype.itemsize
+    files = [[(n, expected[n]) for n, _ in shard] for shard in shards]
+    files += [[(n, t.shape) for n, t in file] for file in (teacher_files.files(out_dtype, limit) if teacher_files else [])]
     largest_file = max(
-        len(safetensors_header([(n, expected[n]) for n, _ in shard], out_dtype))
-        + sum(math.prod(expected[n]) for n, _ in shard) * out_dtype.itemsize
-        for shard in shards
+        len(safetensors_header(file, out_dtype)) + sum(math.prod(shape) for _, shape in file) * out_dtype.itemsize
+        for file in files
     )
-    return _Plan(config, kept, dropped, new_shapes, out_dtype, shards, total_bytes, largest_file)
+    dropped_numel = {k: t.numel for k, t in dropped.items()}
+    return _Plan(config, kept, dropped_numel, new_shapes, out_dtype, shards, total_bytes, largest_file, teacher_files,
+                 limit)
 
 
 def _write_weights(plan: _Plan, tmp: Path, seed: int, progress: bool, check_finite: bool) -> None:
     """Stream the plan's tensors into shards in `tmp`, holding at most one source tensor at a time (plus the new
     modules), and write `model.safetensors.index.json`."""
     new_tensors = build_new_modules(plan.config, plan.dtype, seed)
-    buffer = torch.empty(max(t.numel for _, t in plan.kept) * plan.dtype.itemsize, dtype=torch.uint8)
+    largest = max(t.numel for _, t in [*plan.kept, *(plan.teacher.tensors if plan.teacher else [])])
+    buffer = torch.empty(largest * plan.dtype.itemsize, dtype=torch.uint8)
     names = [f"model-{i + 1:05d}-of-{len(plan.shards):05d}.safetensors" for i in range(len(plan.shards))]
     weight_map = {}
     with tqdm(total=plan.total_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc="convert-llama",
@@ -162,6 +176,8 @@ def _write_weights(plan: _Plan, tmp: Path, seed: int, progress: bool, check_fini
             entries = [(name, new_tensors[name] if tensor is None else tensor) for name, tensor in shard]
             write_shard(tmp / file_name, entries, plan.dtype, buffer, bar.update, check_finite)
             weight_map.update(dict.fromkeys((name for name, _ in shard), file_name))
+        if plan.teacher is not None:  # (not in the progress total: it is the source's own size, told at the end)
+            write_teacher(plan.teacher, tmp / TEACHER_DIR, plan.dtype, buffer, plan.max_shard_size, check_finite)
     index = {"metadata": {"total_size": plan.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
     (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
 
@@ -176,6 +192,7 @@ def convert_checkpoint(
     max_shard_size: int | str = "5GB",
     progress: bool = True,
     check_finite: bool = True,
+    teacher: bool = True,
     **overrides,
 ) -> ConversionSummary:
     """Stream a HF Llama checkpoint dir into a HAT checkpoint dir.
@@ -197,6 +214,8 @@ def convert_checkpoint(
         max_shard_size (`int` or `str`): largest output file, e.g. `"5GB"`; at least the largest tensor.
         progress (`bool`): show a progress bar (stderr).
         check_finite (`bool`): check that every written weight is finite; the first NaN or inf is an error.
+        teacher (`bool`): also write `teacher/`: the source's token embedding, final norm, LM head and tokenizer,
+            which teacher-guided stage-1 training needs (`hat.teacher`, ARCHITECTURE.md §6.3).
 
     Raises:
         ConversionError: not a Llama checkpoint, missing shard, truncated or corrupt safetensors, a tensor that
@@ -209,7 +228,7 @@ def convert_checkpoint(
     src, dst = Path(src), Path(dst)
     _check_paths(src, dst)
     check_output(dst, overwrite)
-    plan = _plan(src, preset, dtype, max_shard_size, overrides)
+    plan = _plan(src, preset, dtype, max_shard_size, overrides, teacher)
     with OutputDir(dst, overwrite) as out:
         return _convert(plan, out, str(src), seed, progress, check_finite, start)
 
@@ -224,7 +243,8 @@ def _convert(
 ) -> ConversionSummary:
     """Write the plan into a temporary directory of `out` and move it into place."""
     check_file_size_limit(plan.largest_file, "the largest output file")
-    out.check_free_disk(plan.total_bytes + 2**20 * (1 + len(plan.shards)), f"the output {out.dst}")
+    teacher_bytes = plan.teacher.numel * plan.dtype.itemsize if plan.teacher else 0
+    out.check_free_disk(plan.total_bytes + teacher_bytes + 2**20 * (1 + len(plan.shards)), f"the output {out.dst}")
     tmp = out.tempdir("tmp")
     _write_weights(plan, tmp, seed, progress, check_finite)
     new_params = {k: sum(math.prod(s) for n, s in plan.new_shapes.items() if n.startswith(f"{k}.")) for k in NEW_PARTS}
@@ -235,7 +255,7 @@ def _convert(
         source=source_name, output=out.dst, dtype=str(plan.dtype).removeprefix("torch."),
         kept_tensors=len(plan.kept), kept_params=sum(t.numel for _, t in plan.kept), dropped=plan.dropped,
         new_params=new_params, shards=len(plan.shards), total_bytes=plan.total_bytes, seconds=0.0,
-        peak_rss_bytes=0, config=plan.config,
+        peak_rss_bytes=0, config=plan.config, teacher_params=plan.teacher.numel if plan.teacher else 0,
     )
     (tmp / "README.md").write_text(model_card(summary, seed))
     out.commit(tmp)
@@ -252,7 +272,7 @@ def generation_config(config: HATConfig) -> GenerationConfig:
 def convert_gguf(
     src: str | os.PathLike, dst: str | os.PathLike, preset: str = "auto", dtype: str | torch.dtype = "auto",
     overwrite: bool = False, seed: int = 0, max_shard_size: int | str = "5GB", progress: bool = True,
-    check_finite: bool = True, **overrides,
+    check_finite: bool = True, teacher: bool = True, **overrides,
 ) -> ConversionSummary:
     """Convert a Llama GGUF: check its metadata, load it (dequantised), save it as a temporary HF checkpoint beside
     `dst` (`.<name>.gguf-*`, removed at the end) and stream-convert that as `convert_checkpoint` does (same
@@ -273,7 +293,9 @@ def convert_gguf(
         hf_dir = out.tempdir("gguf")
         llama.save_pretrained(hf_dir)
         del llama
-        plan = _plan(hf_dir, preset, dtype, max_shard_size, overrides)
+        if teacher:  # the GGUF's tokenizer, beside the temporary checkpoint (the teacher files need it)
+            load_source_tokenizer(src.parent, gguf_file=src.name).save_pretrained(str(hf_dir))
+        plan = _plan(hf_dir, preset, dtype, max_shard_size, overrides, teacher, source_name=src.name)
         summary = _convert(plan, out, src.name, seed, progress, check_finite, start)
     summary.seconds = time.perf_counter() - start  # including the GGUF load
     return summary

@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-shard-size", default="5GB", help="largest output file, e.g. 5GB, 500MB (default 5GB)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the new modules' initialisation")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output dir")
+    parser.add_argument("--teacher", action=argparse.BooleanOptionalAction, default=True,
+                        help="keep the source's token embedding, final norm, LM head and tokenizer in <output>/teacher/ "
+                             "for teacher-guided stage-1 training (default on; --no-teacher leaves them out)")
     parser.add_argument("--check-finite", action=argparse.BooleanOptionalAction, default=True,
                         help="check that every written weight is finite; the first NaN or inf is an error (default on)")
     return parser
@@ -73,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         convert = convert_gguf if source.suffix.lower() == ".gguf" else convert_checkpoint
         summary = convert(
             source, output, preset=args.preset, dtype=args.dtype, overwrite=args.overwrite, seed=args.seed,
-            max_shard_size=args.max_shard_size, check_finite=args.check_finite,
+            max_shard_size=args.max_shard_size, check_finite=args.check_finite, teacher=args.teacher,
             **{k: getattr(args, k) for k in SIZE_OPTIONS},
         )
     except ConversionError as e:

@@ -14,6 +14,7 @@ On disk (`convert-llama` writes it unless `--no-teacher`), a folder `teacher/` i
     teacher/config.json           {"format": "hat-teacher", "version": 1, "source": ..., "vocab_size": V,
                                    "hidden_size": D, "rms_norm_eps": ..., "tie_word_embeddings": ...}
     teacher/model.safetensors     embed_tokens.weight (V, D), norm.weight (D,), lm_head.weight (V, D) unless tied
+                                  (or shards and model.safetensors.index.json, split as --max-shard-size says)
     teacher/tokenizer.json, ...   the source's tokenizer (`save_pretrained`)
 
 The HAT's own loaders ignore the folder; a released TFree-HAT checkpoint has none (it has no source to keep).
@@ -139,7 +140,8 @@ class HATTeacher(nn.Module):
         path = Path(path)
         if not (path / "config.json").is_file() or (path / TEACHER_DIR / "config.json").is_file():
             path = path / TEACHER_DIR
-        if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        index = path / "model.safetensors.index.json"
+        if not (path / "config.json").is_file() or not ((path / "model.safetensors").is_file() or index.is_file()):
             raise FileNotFoundError(
                 f"{path}: no teacher files (config.json + model.safetensors); `convert-llama` writes them beside "
                 "the HAT checkpoint unless it is run with --no-teacher"
@@ -150,7 +152,11 @@ class HATTeacher(nn.Module):
                              f"(format {config.get('format')!r}, version {config.get('version')!r})")
         teacher = cls(config["vocab_size"], config["hidden_size"], config["rms_norm_eps"],
                       config["tie_word_embeddings"], config.get("source", ""))
-        tensors = load_file(str(path / "model.safetensors"))
+        if index.is_file():  # sharded (convert-llama --max-shard-size smaller than the teacher's tensors)
+            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            tensors = {k: v for f in files for k, v in load_file(str(path / f)).items()}
+        else:
+            tensors = load_file(str(path / "model.safetensors"))
         teacher.load_tensors(tensors)
         return teacher.to(dtype) if dtype is not None else teacher.to(next(iter(tensors.values())).dtype)
 

@@ -21,6 +21,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from hat import HATForCausalLM
 from hat.convert.cli import main
 from hat.model.layout import additive_mask, causal_mask
+from tests.helpers.source_tokenizer import byte_level_bpe
 
 ROOT = Path(__file__).resolve().parents[2]
 LLAMA31_ROPE = {
@@ -50,6 +51,7 @@ def llama_dir(tiny_llama, tmp_path_factory) -> Path:
     """The tiny Llama saved by transformers in several shards with an index."""
     path = tmp_path_factory.mktemp("llama") / "src"
     tiny_llama.save_pretrained(path, max_shard_size="60KB")
+    byte_level_bpe().save_pretrained(path)  # the teacher files keep the source's tokenizer
     return path
 
 
@@ -163,6 +165,11 @@ class PausedConversion:
         self.watchdog.cancel()
         self.proc.stdout.close()
         return rc, self.log.read_text()
+
+
+def snapshot(out: Path) -> dict[str, bytes]:
+    """Every file under `out` (teacher/ included), by relative path."""
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
 
 
 def hidden(parent: Path) -> list[str]:

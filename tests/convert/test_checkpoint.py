@@ -17,6 +17,7 @@ import textwrap
 
 import pytest
 import torch
+from tests.helpers.source_tokenizer import byte_level_bpe
 from llama_fixtures import (  # noqa: F401 (fixtures)
     ROOT,
     assert_backbone_bit_identical,
@@ -101,6 +102,7 @@ def test_convert_bfloat16_and_overrides(tiny_llama, src, tmp_path):  # noqa: F81
 
 def test_single_file_checkpoint(tiny_llama, tmp_path):  # noqa: F811
     tiny_llama.save_pretrained(tmp_path / "src")  # one model.safetensors, no index
+    byte_level_bpe().save_pretrained(tmp_path / "src")
     assert main(["--input", str(tmp_path / "src"), "--output", str(tmp_path / "out")]) == 0
     hat, info = HATForCausalLM.from_pretrained(tmp_path / "out", output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
@@ -153,6 +155,7 @@ def test_peak_memory_is_bounded(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     config.save_pretrained(src)
+    byte_level_bpe().save_pretrained(src)
     with torch.device("meta"):
         shapes = {k: v.shape for k, v in LlamaForCausalLM(config).state_dict().items()}
     n_shards, weight_map, total = 12, {}, 0

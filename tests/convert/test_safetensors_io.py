@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from tests.helpers.source_tokenizer import byte_level_bpe
 from llama_fixtures import (  # noqa: F401 (fixtures)
     assert_backbone_bit_identical,
     assert_nothing_left,
@@ -71,6 +72,7 @@ def test_corrupt_safetensors_header(src, tmp_path, capsys, offset, garbage):  # 
 def single(tiny_llama, tmp_path) -> Path:  # noqa: F811
     """The tiny Llama as one model.safetensors (every tensor in one file) at tmp_path/src."""
     tiny_llama.save_pretrained(tmp_path / "src")
+    byte_level_bpe().save_pretrained(tmp_path / "src")
     return tmp_path / "src"
 
 
