@@ -32,7 +32,7 @@ from hat.tokenizer import build_tokenizer
 
 from .card import ConversionSummary, model_card, peak_rss_bytes
 from .gguf_io import load_llama_gguf
-from .init import build_new_modules
+from .init import build_new_modules, embedding_rms_of
 from .output import OutputDir, check_file_size_limit, check_output, human_bytes
 from .safetensors_io import SourceTensor, safetensors_header, scan_checkpoint, write_shard
 from .sizing import check_llama_config, hat_config_from_llama
@@ -77,6 +77,7 @@ class _Plan:
     largest_file: int  # bytes of the largest output shard, header included
     teacher: TeacherPlan | None  # the teacher files (`teacher/`), or None
     max_shard_size: int  # bytes
+    embedding: SourceTensor  # the source's token embedding (its RMS scales the new word embeddings)
 
 
 def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int | str, overrides: dict,
@@ -158,14 +159,17 @@ def _plan(src: Path, preset: str, dtype: str | torch.dtype, max_shard_size: int 
         for file in files
     )
     dropped_numel = {k: t.numel for k, t in dropped.items()}
+    if "model.embed_tokens.weight" not in dropped:
+        raise ConversionError(f"{src}: no model.embed_tokens.weight: the new word embeddings are scaled to the "
+                              "source's token embeddings")
     return _Plan(config, kept, dropped_numel, new_shapes, out_dtype, shards, total_bytes, largest_file, teacher_files,
-                 limit)
+                 limit, dropped["model.embed_tokens.weight"])
 
 
 def _write_weights(plan: _Plan, tmp: Path, seed: int, progress: bool, check_finite: bool) -> None:
     """Stream the plan's tensors into shards in `tmp`, holding at most one source tensor at a time (plus the new
     modules), and write `model.safetensors.index.json`."""
-    new_tensors = build_new_modules(plan.config, plan.dtype, seed)
+    new_tensors = build_new_modules(plan.config, plan.dtype, seed, source_embedding_rms(plan.embedding, plan.dtype))
     largest = max(t.numel for _, t in [*plan.kept, *(plan.teacher.tensors if plan.teacher else [])])
     buffer = torch.empty(largest * plan.dtype.itemsize, dtype=torch.uint8)
     names = [f"model-{i + 1:05d}-of-{len(plan.shards):05d}.safetensors" for i in range(len(plan.shards))]
@@ -262,6 +266,14 @@ def _convert(
     summary.seconds = time.perf_counter() - start
     summary.peak_rss_bytes = peak_rss_bytes()
     return summary
+
+
+def source_embedding_rms(embedding: SourceTensor, dtype: torch.dtype) -> float:
+    """The RMS of the source's token embedding in the output dtype, read from its file a block of rows at a time."""
+    from safetensors import safe_open
+
+    with safe_open(str(embedding.file), framework="pt") as f:
+        return embedding_rms_of(f.get_slice(embedding.name), dtype)
 
 
 def generation_config(config: HATConfig) -> GenerationConfig:

@@ -11,14 +11,15 @@ from transformers import LlamaForCausalLM
 from hat.causal_lm import HATForCausalLM
 from hat.model.parts import disk_name, is_backbone
 
-from .init import init_new_modules
+from .init import embedding_rms_of, init_new_modules
 from .sizing import hat_config_from_llama
 from .table import ConversionError, hat_key
 
 
 @torch.no_grad()
 def hat_from_llama(llama: LlamaForCausalLM, preset: str = "auto", seed: int = 0, **overrides) -> HATForCausalLM:
-    """Convert a `LlamaForCausalLM` in memory (same dtype); the new modules get `init_new_modules(model, seed)`.
+    """Convert a `LlamaForCausalLM` in memory (same dtype); the new modules get `init_new_modules(model, seed,
+    embedding_rms_of(llama's token embedding))`.
 
     Holds both models at once: for tests, evals and small models. Large checkpoints: `hat.convert.checkpoint.convert_checkpoint`.
     """
@@ -29,7 +30,7 @@ def hat_from_llama(llama: LlamaForCausalLM, preset: str = "auto", seed: int = 0,
         model = HATForCausalLM(config)
     dtype = llama.model.layers[0].self_attn.q_proj.weight.dtype
     model.to(dtype)
-    init_new_modules(model, seed)
+    init_new_modules(model, seed, embedding_rms_of(llama.model.embed_tokens.weight))
     config.dtype = dtype
     state = model.state_dict()
     targets = {disk_name(k): v for k, v in state.items()}

@@ -20,7 +20,7 @@ registered `WeightRenaming` adds the `model.` prefix on load and removes it on s
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -67,6 +67,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
         logits_to_keep: int = 0,
+        objective: Callable[..., CausalLMOutputWithPast] | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -78,7 +79,15 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
             word_lengths (`list[list[int]]` or `torch.LongTensor` of shape `(B, W)`, *optional*): bytes per word of
                 each row (a tensor right-padded with 0, as the data collator gives it); split when omitted.
             logits_to_keep (`int`, *optional*): only compute the last `logits_to_keep` positions' logits (0: all).
+            objective (`Callable`, *optional*): a training objective that composes the step methods itself, called
+                as `objective(self, input_ids=..., attention_mask=..., labels=..., word_lengths=..., **kwargs)`
+                instead of the forward below (teacher-guided stage 1, ARCHITECTURE.md §7.2). It runs inside this
+                call so that the wrappers around the model (DDP, DeepSpeed) see a forward, as they must to reduce
+                gradients.
         """
+        if objective is not None:
+            return objective(self, input_ids=input_ids, attention_mask=attention_mask, labels=labels,
+                             word_lengths=word_lengths, **kwargs)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
         hidden = outputs.last_hidden_state
