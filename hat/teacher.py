@@ -197,3 +197,20 @@ class HATTeacher(nn.Module):
     def next_token_logits(self, states: torch.Tensor) -> torch.Tensor:
         """states (..., D), the last block's output -> next-token logits (..., V)."""
         return self.lm_head(self.norm(states))
+
+    def source_model(self, model) -> SourceModel:
+        """The source Llama as a module with a causal LM's `forward(input_ids, attention_mask).logits`, for code that
+        scores token models (`hat.eval.intrinsic.token_bits_per_byte`)."""
+        return SourceModel(self, model)
+
+
+class SourceModel(nn.Module):
+    """[`HATTeacher`] + a HAT's backbone, called like the source `LlamaForCausalLM` (token ids in, logits out)."""
+
+    def __init__(self, teacher: HATTeacher, model):
+        super().__init__()
+        self.teacher = teacher
+        self.__dict__["hat"] = model  # not a submodule: `parameters()` are the teacher's, the HAT stays its own
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs) -> TeacherOutput:
+        return self.teacher(self.hat, input_ids, attention_mask)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
@@ -38,6 +39,9 @@ from hat.collator import HATDataCollator
 from hat.model.parts import is_backbone
 from hat.recipes.checks import check_texts
 from hat.recipes.data import DataArguments, load_mixture, pretraining_sequences
+from hat.recipes.heldout import HeldoutCallback
+from hat.recipes.teacher_guidance import TEACHER_KEYS, GuidanceWeights, TeacherGuidance
+from hat.teacher import TEACHER_DIR
 from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
@@ -49,14 +53,41 @@ class PretrainConfig(TrainingArguments):
     eps 1e-8, weight decay 0.1, 500 warmup steps, cosine down to 10% of the peak).
 
     Args:
-        freeze_backbone_steps (`int`): optimizer steps during which the backbone's learning rate is 0.
+        freeze_backbone_steps (`int`): optimizer steps during which the backbone's learning rate is 0. At least
+            `max_steps`: the backbone is frozen for the whole run, takes no part in the optimizer and computes no
+            weight gradients.
         backbone_lr_ratio (`float`): the backbone's learning rate as a fraction of `learning_rate` once unfrozen.
         max_length_bytes (`int`): longest training sequence, in bytes.
+        teacher (`bool`): teacher-guided stage 1 (ARCHITECTURE.md §7.2): learn from the source Llama kept beside the
+            checkpoint (`teacher_path`, default `<model_name_or_path>/teacher`, written by `convert-llama`).
+        teacher_steps (`int`): steps with the teacher's losses, then plain byte cross-entropy (0: the whole run).
+        teacher_layers (`int`): k: the encoder loss compares states after the first k frozen backbone blocks.
+        encoder_loss_weight, ce_loss_weight, distill_loss_weight (`float`): the weights of the three terms.
+        distill_loss (`str`): `byte_marginals` (the teacher's next-byte distribution at every byte), `first_byte`
+            (at the first byte of each token only), `chunk` (likelihood of each aligned word) or `none`.
+        oracle_steps (`int`): steps in which the decoder is conditioned on the teacher's states.
+        handoff_steps (`int`): then steps over which it moves linearly onto the HAT's own backbone output.
+        heldout_files (`dict[str, str]`), heldout_steps (`int`): held-out bits per byte of each file every
+            `heldout_steps` steps and at the end (`hat.recipes.heldout`), against bytes trained on and CPU seconds.
     """
 
     freeze_backbone_steps: int = field(default=2000, metadata={"help": "Steps with the backbone frozen (lr 0)."})
     backbone_lr_ratio: float = field(default=0.1, metadata={"help": "Backbone lr / lr once unfrozen."})
     max_length_bytes: int = field(default=8192, metadata={"help": "Longest training sequence in bytes."})
+    # Teacher-guided stage 1 (ARCHITECTURE.md §7.2)
+    teacher: bool = field(default=False, metadata={"help": "Learn from the source Llama's teacher files."})
+    teacher_path: str | None = field(default=None, metadata={"help": "Default: <model_name_or_path>/teacher."})
+    teacher_steps: int = field(default=0, metadata={"help": "Steps with the teacher's losses (0: all)."})
+    teacher_layers: int = field(default=4, metadata={"help": "Frozen blocks the encoder loss runs through."})
+    encoder_loss_weight: float = 1.0
+    ce_loss_weight: float = 1.0
+    distill_loss: str = field(default="byte_marginals", metadata={"help": "byte_marginals, first_byte, chunk, none"})
+    distill_loss_weight: float = 1.0
+    oracle_steps: int = field(default=0, metadata={"help": "Steps with the decoder on the teacher's states."})
+    handoff_steps: int = field(default=0, metadata={"help": "Steps to move the decoder onto its own backbone."})
+    # The learning curve (recipes/heldout.py)
+    heldout_files: dict[str, str] | None = field(default=None, metadata={"help": "label -> held-out text file."})
+    heldout_steps: int = field(default=0, metadata={"help": "Steps between held-out evaluations (0: at the end)."})
     # ARCHITECTURE.md §7 defaults (the peak learning rate is not the paper's: ours, for the new parts)
     learning_rate: float = 3e-4
     weight_decay: float = 0.1
@@ -66,12 +97,31 @@ class PretrainConfig(TrainingArguments):
     lr_scheduler_kwargs: dict | str | None = field(default_factory=lambda: {"min_lr_rate": 0.1})
 
     def __post_init__(self):
+        if self.heldout_files and self.include_num_input_tokens_seen in ("no", False):
+            self.include_num_input_tokens_seen = "non_padding"  # the curve's training bytes
         super().__post_init__()
         if self.freeze_backbone_steps < 0 or self.backbone_lr_ratio < 0:
             raise ValueError(
                 f"freeze_backbone_steps ({self.freeze_backbone_steps}) and backbone_lr_ratio "
                 f"({self.backbone_lr_ratio}) must be >= 0"
             )
+        if self.teacher:
+            self.guidance_weights()  # checks the fields
+            if self.teacher_steps < 0:
+                raise ValueError(f"teacher_steps must be >= 0, got {self.teacher_steps}")
+
+    @property
+    def frozen_throughout(self) -> bool:
+        """Whether the backbone stays frozen for the whole run (it then needs no optimizer state or weight gradients)."""
+        return 0 < self.max_steps <= self.freeze_backbone_steps
+
+    def guidance_weights(self) -> GuidanceWeights:
+        return GuidanceWeights(
+            teacher_layers=self.teacher_layers, encoder_loss_weight=self.encoder_loss_weight,
+            ce_loss_weight=self.ce_loss_weight, distill_loss=self.distill_loss,
+            distill_loss_weight=self.distill_loss_weight, oracle_steps=self.oracle_steps,
+            handoff_steps=self.handoff_steps,
+        )
 
 
 def _after(multiplier, start: int, step: int) -> float:
@@ -80,7 +130,30 @@ def _after(multiplier, start: int, step: int) -> float:
 
 
 class PretrainTrainer(Trainer):
-    """`Trainer` with the backbone in separate optimizer groups, frozen by the schedule for the first steps."""
+    """`Trainer` with the backbone in separate optimizer groups, frozen by the schedule for the first steps, and
+    the teacher-guided loss (`guidance`) while the teacher teaches."""
+
+    def __init__(self, *args, guidance: TeacherGuidance | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.guidance = guidance
+        self._terms: dict[str, list[float]] = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        teacher_fields = {k: inputs.pop(k) for k in TEACHER_KEYS if k in inputs}
+        step = self.state.global_step
+        if self.guidance is None or not model.training or 0 < self.args.teacher_steps <= step:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**inputs, **teacher_fields, objective=self.guidance.objective(step))
+        for name, value in self.guidance.metrics.items():
+            self._terms.setdefault(name, []).append(value)
+        return (outputs.loss, outputs) if return_outputs else outputs.loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """The teacher-guided terms, averaged since the last log, beside the loss."""
+        if "loss" in logs and self._terms:
+            logs.update({name: sum(v) / len(v) for name, v in self._terms.items()})
+            self._terms = {}
+        super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
         if self.optimizer is None:
@@ -90,7 +163,7 @@ class PretrainTrainer(Trainer):
             for name, param in model.named_parameters():
                 if param.requires_grad:
                     groups.setdefault((is_backbone(name), name in decay), []).append(param)
-            if not any(backbone for backbone, _ in groups):
+            if not self.args.frozen_throughout and not any(backbone for backbone, _ in groups):
                 raise ValueError("no trainable backbone parameters (`model.backbone.*`) in the model")
             lr, wd = self.args.learning_rate, self.args.weight_decay
             # Sorted: the new parts come first, so the logged learning rate (group 0) is theirs
@@ -153,6 +226,10 @@ def main(script_args: DataArguments, training_args: PretrainConfig, model_args: 
 
     # ------------------------------------------------------------------ build model
     model = load_model(model_args)
+    if training_args.frozen_throughout:  # no optimizer state, no weight gradients for the backbone
+        for name, param in model.named_parameters():
+            if is_backbone(name):
+                param.requires_grad_(False)
     n_backbone = n_new = 0
     for name, param in model.named_parameters():
         numel = getattr(param, "ds_numel", param.numel())  # under ZeRO-3 the local shard may be empty
@@ -160,23 +237,59 @@ def main(script_args: DataArguments, training_args: PretrainConfig, model_args: 
             n_backbone += numel
         elif param.requires_grad:
             n_new += numel
-    logger.info(
-        f"backbone: {n_backbone:,} parameters, frozen for {training_args.freeze_backbone_steps} steps, then at "
-        f"{training_args.backbone_lr_ratio} x lr; new parts: {n_new:,} trainable parameters"
-    )
+    frozen = ("frozen for the whole run (no weight gradients)" if training_args.frozen_throughout else
+              f"frozen for {training_args.freeze_backbone_steps} steps, then at {training_args.backbone_lr_ratio} x lr")
+    logger.info(f"backbone: {n_backbone:,} parameters, {frozen}; new parts: {n_new:,} trainable parameters")
+    collator = HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id), config)
+    guidance = None
+    if training_args.teacher:
+        collator, guidance = teacher_guidance(model, config, collator, training_args, model_args.model_name_or_path)
 
     # ------------------------------------------------------------------ train
+    callbacks = []
+    if training_args.heldout_files:
+        teacher_collator = collator if training_args.teacher else None
+        callbacks.append(HeldoutCallback(training_args.heldout_files, training_args.heldout_steps, guidance,
+                                         teacher_collator))
     trainer = PretrainTrainer(
         model=model,
+        callbacks=callbacks,
         args=training_args,
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
         # Pads with eos (192) but labels padding -100 from the lengths, so real eos bytes keep their loss; adds the
-        # word lengths, so that forward does not split
-        data_collator=HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id), config),
+        # word lengths, so that forward does not split (and, with a teacher, the teacher's tokens and alignment)
+        data_collator=collator,
+        guidance=guidance,
     )
     return train_and_save(trainer, training_args)
+
+
+def teacher_guidance(model, config, collator, args: PretrainConfig, model_path: str):
+    """The teacher (`hat.teacher`, kept by `convert-llama` in `<model>/teacher`), the collator that aligns its tokens
+    with the HAT's words, and the loss (`hat.recipes.teacher_guidance`)."""
+    from transformers import AutoTokenizer
+
+    from hat.recipes.alignment import teacher_special_ids, token_spellings
+    from hat.recipes.distill import SpellingTrie
+    from hat.recipes.teacher_guidance import TeacherCollator
+    from hat.teacher import HATTeacher
+
+    path = args.teacher_path or str(Path(model_path) / TEACHER_DIR)
+    dtype = next(p for n, p in model.named_parameters() if is_backbone(n)).dtype
+    teacher = HATTeacher.from_pretrained(path, dtype=dtype)
+    if teacher.embed_tokens.embedding_dim != config.backbone_config.hidden_size:
+        raise ValueError(f"{path}: the teacher's width is {teacher.embed_tokens.embedding_dim}, the backbone's "
+                         f"{config.backbone_config.hidden_size}: not this checkpoint's source")
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    spellings = token_spellings(tokenizer)
+    trie = SpellingTrie(spellings)
+    special = teacher_special_ids(tokenizer, config.special_token_dict)
+    logger.info(f"teacher: {teacher.source or path} ({len(tokenizer):,} tokens), k={args.teacher_layers} blocks, "
+                f"distillation {args.distill_loss}")
+    return TeacherCollator(collator, tokenizer, trie, special, spellings), TeacherGuidance(teacher, trie,
+                                                                                         args.guidance_weights())
 
 
 def make_parser() -> TrlParser:

@@ -3,7 +3,7 @@
 the DPO reference weights (gathered) written to OUT.
 
     DS_ACCELERATOR=cpu PYTHONPATH=. accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero2.yaml \
-        --num_processes 2 --mixed_precision no tests/helpers/deepspeed_driver.py MODEL OUT DPO_CONFIG
+        --num_processes 2 --mixed_precision no tests/helpers/deepspeed_driver.py MODEL OUT DPO_CONFIG TEACHER_MODEL
 
 One launch for the four runs: DeepSpeed's start (and its op JIT) costs more than the tiny runs themselves.
 """
@@ -16,17 +16,22 @@ from pathlib import Path
 
 import torch
 
-from tests.helpers.recipes import run_recipe
+from tests.helpers.recipes import TINY, run_recipe
 
 
-def main(model: str, out: str, dpo_config: str) -> None:
-    """One `accelerate launch`: pretrain (4 steps, checkpoints at 2 and 4), pretrain resumed from checkpoint 2, SFT,
-    DPO; writes each run's log history, and the DPO reference weights (gathered), to `out`."""
+def main(model: str, out: str, dpo_config: str, teacher_model: str) -> None:
+    """One `accelerate launch`: pretrain (4 steps, checkpoints at 2 and 4), pretrain resumed from checkpoint 2,
+    teacher-guided pretrain and its resumed run (on `teacher_model`, a HAT with teacher files), SFT, DPO; writes each
+    run's log history, and the DPO reference weights (gathered), to `out`."""
     import deepspeed
 
     out = Path(out)
     results = {}
+    teacher_config = TINY / "pretrain_teacher.yaml"
     for name, stage, overrides, config in [
+        ("teacher", "pretrain", ["--model_name_or_path", teacher_model], teacher_config),
+        ("teacher_resumed", "pretrain", ["--model_name_or_path", teacher_model, "--resume_from_checkpoint",
+                                         str(out / "teacher" / "checkpoint-2")], teacher_config),
         ("pretrain", "pretrain", [], None),
         ("resumed", "pretrain", ["--resume_from_checkpoint", str(out / "pretrain" / "checkpoint-2")], None),
         ("sft", "sft", [], None),

@@ -110,6 +110,30 @@ def save_tiny_hat(path: Path) -> Path:
     return path
 
 
+def save_tiny_hat_with_teacher(path: Path) -> Path:
+    """A HAT converted in memory from a seeded tiny Llama (width 64, 2 blocks, GQA, llama3 RoPE), with its tokenizer
+    files and the teacher files (`teacher/`: the Llama's embedding, norm, head and a byte-level BPE tokenizer)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from hat.convert.in_memory import hat_from_llama
+    from hat.teacher import TEACHER_DIR, HATTeacher
+    from hat.tokenizer import build_tokenizer
+    from tests.helpers.source_tokenizer import byte_level_bpe
+
+    torch.manual_seed(0)
+    llama = LlamaForCausalLM(LlamaConfig(
+        vocab_size=320, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=1, max_position_embeddings=4096, rms_norm_eps=1e-5, tie_word_embeddings=False,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 1024},
+    )).eval()
+    hat = hat_from_llama(llama, hidden_size=32, num_heads=2, encoder_layers=2, decoder_layers=2, sliding_window=64)
+    hat.save_pretrained(path)
+    build_tokenizer().save_pretrained(path)
+    HATTeacher.from_llama(llama, source="tiny-llama").save_pretrained(path / TEACHER_DIR, byte_level_bpe())
+    return path
+
+
 class Records(logging.Handler):
     """Collects the messages logged while it is attached to a logger."""
 

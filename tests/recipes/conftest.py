@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.recipes import save_tiny_hat
+from tests.helpers.recipes import save_tiny_hat, save_tiny_hat_with_teacher
 
 
 @pytest.fixture(scope="session")
@@ -20,3 +20,9 @@ def no_model(monkeypatch):
 
     for stage in ("pretrain", "sft", "dpo"):
         monkeypatch.setattr(f"hat.recipes.{stage}.load_model", load_model)
+
+
+@pytest.fixture(scope="session")
+def tiny_hat_teacher(tmp_path_factory) -> Path:
+    """A HAT converted from a tiny Llama, with the teacher files (`teacher/`)."""
+    return save_tiny_hat_with_teacher(tmp_path_factory.mktemp("tiny-hat-teacher"))

@@ -29,7 +29,7 @@ EXPECTED_ACCELERATE = {
 @pytest.mark.parametrize("path", RECIPE_YAMLS, ids=lambda p: str(Path(p).relative_to(REPO / "recipes")))
 def test_every_recipe_yaml_parses(path):
     """Each YAML fills its recipe's dataclasses with no key left over, and opens with its launch command."""
-    stage = Path(path).stem.removesuffix("_lora")
+    stage = Path(path).stem.split("_")[0]  # pretrain.yaml, pretrain_teacher.yaml, sft_lora.yaml, ...
     module = importlib.import_module(f"hat.recipes.{stage}")
     # use_cpu: the GPU recipes ask for bf16, which TrainingArguments only accepts on a CPU when told so
     data_args, training_args, model_args = module.make_parser().parse_args_and_config(
@@ -51,6 +51,8 @@ def test_every_recipe_yaml_parses(path):
         assert training_args.assistant_only_loss and not training_args.packing
     if Path(path).stem.endswith("_lora"):
         assert model_args.use_peft
+    if stage == "pretrain" and training_args.teacher:  # the teacher's phases fit in the run
+        assert training_args.oracle_steps + training_args.handoff_steps <= training_args.max_steps
 
 
 def test_every_accelerate_config_is_in_the_table():

@@ -23,7 +23,7 @@ from tests.helpers.recipes import DATA, REPO, TINY, assert_reloads, changed, is_
 
 @pytest.mark.slow
 @pytest.mark.parametrize("zero", [2, 3])
-def test_recipes_under_deepspeed(tiny_hat, tmp_path, zero):
+def test_recipes_under_deepspeed(tiny_hat, tiny_hat_teacher, tmp_path, zero):
     from transformers import AutoModelForCausalLM
 
     # DPO on the 4 English pairs: 2 per process x 2 processes, so every step scores the same 4 pairs and the
@@ -42,6 +42,7 @@ def test_recipes_under_deepspeed(tiny_hat, tmp_path, zero):
         "--config_file", str(REPO / "recipes" / "accelerate_configs" / f"deepspeed_zero{zero}.yaml"),
         "--num_processes", "2", "--mixed_precision", "no",
         str(REPO / "tests" / "helpers" / "deepspeed_driver.py"), str(tiny_hat), str(tmp_path), str(dpo_config),
+        str(tiny_hat_teacher),
     ]  # fmt: skip
     result = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-5000:]
@@ -64,6 +65,18 @@ def test_recipes_under_deepspeed(tiny_hat, tmp_path, zero):
     assert sorted(again) == [1, 2, 3, 4] and all(again[s] == pytest.approx(first[s], rel=1e-4) for s in (3, 4))
     for name, tensor in weights(tmp_path / "resumed").items():
         torch.testing.assert_close(tensor, step4[name], rtol=1e-4, atol=1e-6)
+
+    # Teacher-guided pretraining: the teacher's terms logged, the backbone (which serves the teacher pass too, sharded
+    # under ZeRO-3) not a bit changed, the new parts trained; resumed from checkpoint 2, the same losses
+    guided = [e for e in logs["teacher"] if "encoder_loss" in e]
+    assert [e["own_fraction"] for e in guided] == [0.0, 0.5, 1.0, 1.0]
+    assert all(math.isfinite(e[k]) for e in guided for k in ("loss", "encoder_loss", "byte_ce", "distill_loss"))
+    start, trained = weights(tiny_hat_teacher), weights(tmp_path / "teacher")
+    assert not any(changed(start, trained, "backbone.").values())
+    assert all(v for k, v in changed(start, trained).items() if not k.startswith("backbone.") and not is_inert(k))
+    first_guided, again_guided = losses(logs["teacher"]), losses(logs["teacher_resumed"])
+    assert all(again_guided[s] == pytest.approx(first_guided[s], rel=1e-4) for s in (3, 4))
+    assert_reloads(tmp_path / "teacher")
 
     # SFT: loss logged and finite, weights trained, checkpoint loads
     sft = losses(logs["sft"])

@@ -1,0 +1,187 @@
+"""Conversion quality: held-out bits per byte against training bytes and CPU seconds, plain stage 1 vs teacher-guided
+stage 1, on the embedded SmolLM2-135M-Instruct, with the source's own bits per byte as the line to reach.
+
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_conversion_quality.py                     # plain and teacher
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_conversion_quality.py --variants teacher width256:hidden_size=256
+
+Each variant converts SmolLM2 (`convert-llama`, with the teacher files; `hidden_size`, `encoder_layers`, ... in a
+variant change the byte sizes) and runs `recipes/pretrain.py --config recipes/smollm2-135m/pretrain.yaml` in its own
+process, with the YAML's keys overridden by the variant (`name:key=value,key=value`). `recipes/heldout.py` scores
+the bundled held-out English and German text every `--heldout-steps` steps: the HAT on its own and, with a teacher,
+conditioned on the teacher's states ("oracle"). Writes the `conversion-quality` section of BENCHMARKS.md and
+`benchmarks/conversion_quality.png`. Reruns reuse finished variants in `--work` unless `--fresh`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import machine, write_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+LANGS = {"en": "English", "de": "German"}
+HELDOUT = {lang: str(ROOT / "data" / "corpus" / lang / "heldout.txt") for lang in LANGS}
+SIZE_KEYS = ("hidden_size", "encoder_layers", "decoder_layers", "num_heads", "intermediate_size")
+# What the demo's YAML (recipes/smollm2-135m/pretrain.yaml) runs, and plain stage 1 in the same time
+DEFAULT_VARIANTS = ["plain:teacher=false,max_steps=400,warmup_steps=10", "teacher"]
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str], dict[str, str]]:
+    """`name:key=value,...` -> (name, recipe overrides, conversion size overrides)."""
+    name, _, rest = spec.partition(":")
+    pairs = dict(item.split("=", 1) for item in rest.split(",") if item)
+    sizes = {k: v for k, v in pairs.items() if k in SIZE_KEYS}
+    return name, {k: v for k, v in pairs.items() if k not in SIZE_KEYS}, sizes
+
+
+def run(cmd: list[str], log: Path, threads: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "OMP_NUM_THREADS": str(threads)}
+    with open(log, "w") as f:
+        subprocess.run(cmd, cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT, check=True)
+
+
+def convert(work: Path, sizes: dict[str, str], threads: int) -> Path:
+    out = work / ("hat" + "".join(f"-{k}{v}" for k, v in sorted(sizes.items())))
+    if not (out / "config.json").is_file():
+        args = [f"--{k.replace('_', '-')}={v}" for k, v in sizes.items()]
+        run([sys.executable, "-m", "hat.convert", "--output", str(out), "--overwrite", *args], work / f"{out.name}.log",
+            threads)
+    return out
+
+
+def source_bpb(model_dir: Path) -> dict[str, float]:
+    """The source SmolLM2's bits per byte: its blocks (the HAT's backbone) with its embedding and head (teacher/)."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from hat import HATForCausalLM
+    from hat.eval.intrinsic import token_bits_per_byte
+    from hat.teacher import TEACHER_DIR, HATTeacher
+
+    hat = HATForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    source = HATTeacher.from_pretrained(model_dir).source_model(hat)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir / TEACHER_DIR)
+    return {lang: token_bits_per_byte(source, tokenizer, Path(path).read_text(encoding="utf-8"), window=512,
+                                      batch_size=4, progress=False).bits_per_byte for lang, path in HELDOUT.items()}
+
+
+def train(name: str, model_dir: Path, overrides: dict[str, str], work: Path, heldout_steps: int, threads: int) -> dict:
+    out = work / name
+    curve_file = out / "heldout_curve.json"
+    if not curve_file.is_file():
+        shutil.rmtree(out, ignore_errors=True)
+        yaml_path = work / f"{name}.yaml"
+        import yaml
+
+        config = yaml.safe_load((ROOT / "recipes" / "smollm2-135m" / "pretrain.yaml").read_text())
+        config.update(model_name_or_path=str(model_dir), output_dir=str(out), heldout_files=HELDOUT,
+                      heldout_steps=heldout_steps, eval_strategy="no", save_strategy="no")
+        for key, value in overrides.items():
+            config[key] = yaml.safe_load(value)
+        if "max_steps" in overrides and "freeze_backbone_steps" not in overrides:
+            config["freeze_backbone_steps"] = config["max_steps"]  # frozen for the whole run, as in the demo
+        yaml_path.write_text(yaml.safe_dump(config))
+        start = time.time()
+        run([sys.executable, "recipes/pretrain.py", "--config", str(yaml_path)], work / f"{name}.train.log", threads)
+        (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
+    curve = json.loads(curve_file.read_text())
+    state = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").is_file() else {}
+    return {"curve": curve, "wall_seconds": float((out / "wall_seconds.txt").read_text()),
+            "log": state.get("log_history", [])}
+
+
+def plot(results: dict, source: dict[str, float], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
+    for row, lang in enumerate(LANGS):
+        for col, (x_key, x_label) in enumerate((("train_bytes", "training bytes"), ("cpu_seconds", "CPU seconds"))):
+            ax = axes[row][col]
+            for name, result in results.items():
+                xs = [p[x_key] for p in result["curve"]]
+                line, = ax.plot(xs, [p[f"heldout_{lang}_bpb"] for p in result["curve"]], marker="o", label=name)
+                oracle = [p.get(f"heldout_{lang}_oracle_bpb") for p in result["curve"]]
+                if all(v is not None for v in oracle):
+                    ax.plot(xs, oracle, linestyle="--", color=line.get_color(), label=f"{name} (teacher-conditioned)")
+            ax.axhline(source[lang], color="black", linewidth=1, label="source SmolLM2")
+            ax.axhline(1.5 * source[lang], color="gray", linewidth=1, linestyle=":", label="1.5 x source")
+            ax.set_xlabel(x_label)
+            ax.set_ylabel(f"{LANGS[lang]} held-out bits per byte")
+            ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.suptitle("Stage-1 conversion of SmolLM2-135M-Instruct: plain vs teacher-guided (CPU, 2 cores)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def section(results: dict, source: dict[str, float], specs: list[str], threads: int) -> str:
+    rows = []
+    for name, result in results.items():
+        last = result["curve"][-1]
+        steps = last["step"]
+        cells = [f"{last[f'heldout_{lang}_bpb']:.3f} ({last[f'heldout_{lang}_bpb'] / source[lang]:.2f}x)"
+                 for lang in LANGS]
+        oracle = [f"{last[f'heldout_{lang}_oracle_bpb']:.3f}" if f"heldout_{lang}_oracle_bpb" in last else "-"
+                  for lang in LANGS]
+        rows.append(f"| {name} | {steps} | {last['train_bytes'] / 1e6:.2f} M | {last['cpu_seconds'] / 60:.1f} | "
+                    f"{result['wall_seconds'] / 60:.1f} | {' | '.join(cells)} | {' | '.join(oracle)} |")
+    return f"""## Conversion quality: plain vs teacher-guided stage 1
+
+`python benchmarks/bench_conversion_quality.py --variants {' '.join(specs)}` on {machine()}, {threads} threads.
+SmolLM2-135M-Instruct converted with `convert-llama`, trained with `recipes/smollm2-135m/pretrain.yaml` and the
+variant's overrides; held-out bits per byte of the bundled corpus (`data/corpus/*/heldout.txt`), the HAT on its own
+(and, with a teacher, conditioned on the teacher's states: how much of the gap is the decoder's). The source's own
+bits per byte: English {source['en']:.3f}, German {source['de']:.3f}.
+
+| variant | steps | training bytes | CPU min | wall min | English bpb (x source) | German bpb (x source) | English teacher-conditioned | German teacher-conditioned |
+|---|---:|---:|---:|---:|---:|---:|---:|---:|
+{chr(10).join(rows)}
+
+![held-out bits per byte against training bytes and CPU seconds](benchmarks/conversion_quality.png)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    parser.add_argument("--heldout-steps", type=int, default=100)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench-conversion-quality")
+    parser.add_argument("--fresh", action="store_true", help="rerun every variant")
+    parser.add_argument("--no-write", action="store_true", help="print, do not rewrite BENCHMARKS.md")
+    args = parser.parse_args()
+    if args.fresh:
+        shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True, exist_ok=True)
+    results, source = {}, None
+    for spec in args.variants:
+        name, overrides, sizes = parse_variant(spec)
+        model_dir = convert(args.work, sizes, args.threads)
+        source = source or source_bpb(model_dir)
+        print(f"== {name}: {overrides} {sizes}", flush=True)
+        results[name] = train(name, model_dir, overrides, args.work, args.heldout_steps, args.threads)
+        print(json.dumps(results[name]["curve"][-1]), flush=True)
+    (args.work / "results.json").write_text(json.dumps({"source": source, "results": results}, indent=1))
+    body = section(results, source, args.variants, args.threads)
+    if args.no_write:
+        print(body)
+        return
+    plot(results, source, ROOT / "benchmarks" / "conversion_quality.png")
+    write_section("conversion-quality", body)
+
+
+if __name__ == "__main__":
+    main()
