@@ -95,31 +95,40 @@ class SpellingTrie:
         flat = (self.prefix_offsets[token_ids] + offsets.clamp(min=0)).clamp(max=max(0, len(self.prefix_nodes) - 1))
         return torch.where(inside, self.prefix_nodes[flat], torch.full_like(token_ids, -1))
 
-    def byte_targets(self, teacher_logits: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor) -> torch.Tensor:
+    def byte_targets(self, teacher_logits: torch.Tensor, rows: torch.Tensor, nodes: torch.Tensor,
+                     chunk_rows: int = 512) -> torch.Tensor:
         """Teacher next-byte distributions.
 
         Args:
             teacher_logits (`torch.Tensor` of shape `(R, V)`): next-token logits of R teacher positions.
             rows (`torch.LongTensor` of shape `(P,)`): for each target, the teacher position that predicts its token.
             nodes (`torch.LongTensor` of shape `(P,)`): the prefix node of each target (`node(...)`, all >= 0).
+            chunk_rows (`int`): teacher positions whose (R, V) float64 cumulative distribution is held at once (at
+                Llama 3's 128K vocabulary, 512 rows are 0.5 GB).
 
         Returns:
             `torch.Tensor` of shape `(P, 256)`, float32: rows sum to 1 (all zeros where no extension has mass).
         """
-        probs = torch.softmax(teacher_logits.double(), dim=-1)[:, self.order.to(teacher_logits.device)]  # (R, V) sorted
-        # (R, V + 1): cum[:, i] = mass of sorted positions < i. In float64: a range's mass is a difference of two
-        # entries near 1, which float32 would round to 0 for ranges below ~1e-7.
-        cum = F.pad(probs.cumsum(-1), (1, 0))
         device = teacher_logits.device
-        starts = self.child_offsets.to(device)[nodes]  # (P,)
-        counts = self.child_offsets.to(device)[nodes + 1] - starts  # (P,)
-        target = torch.repeat_interleave(torch.arange(len(nodes), device=device), counts)  # (M,) target of each child
-        child = torch.arange(int(counts.sum()), device=device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
-        child = child + starts[target]  # (M,) index into the child arrays
-        row = rows[target]
-        mass = cum[row, self.child_hi.to(device)[child]] - cum[row, self.child_lo.to(device)[child]]  # (M,)
+        order, offsets = self.order.to(device), self.child_offsets.to(device)
+        child_bytes, child_lo, child_hi = (t.to(device) for t in (self.child_bytes, self.child_lo, self.child_hi))
         out = torch.zeros(len(nodes), 256, dtype=torch.float64, device=device)
-        out.index_put_((target, self.child_bytes.to(device)[child]), mass.clamp(min=0), accumulate=True)
+        for first in range(0, teacher_logits.shape[0], chunk_rows):
+            take = ((rows >= first) & (rows < first + chunk_rows)).nonzero(as_tuple=True)[0]  # (P',) targets here
+            if not len(take):
+                continue
+            probs = torch.softmax(teacher_logits[first : first + chunk_rows].double(), dim=-1)[:, order]  # sorted
+            # cum[:, i] = mass of sorted positions < i. In float64: a range's mass is a difference of two entries
+            # near 1, which float32 would round to 0 for ranges below ~1e-7.
+            cum = F.pad(probs.cumsum(-1), (1, 0))  # (R', V + 1)
+            starts, counts = offsets[nodes[take]], offsets[nodes[take] + 1] - offsets[nodes[take]]  # (P',)
+            target = torch.repeat_interleave(torch.arange(len(take), device=device), counts)  # (M,) per extension
+            child = torch.arange(int(counts.sum()), device=device) - torch.repeat_interleave(counts.cumsum(0) - counts,
+                                                                                             counts)
+            child = child + starts[target]  # (M,) index into the extension arrays
+            row = rows[take][target] - first
+            mass = cum[row, child_hi[child]] - cum[row, child_lo[child]]  # (M,)
+            out.index_put_((take[target], child_bytes[child]), mass.clamp(min=0), accumulate=True)
         return (out / out.sum(-1, keepdim=True).clamp(min=1e-300)).float()
 
 

@@ -3,7 +3,7 @@
 
     callback = HeldoutCallback({"en": "data/corpus/en/heldout.txt", ...}, every=50, guidance=guidance)
 
-Every `every` optimizer steps (and at the end) it scores each held-out text with `hat.eval.intrinsic.
+At the start, every `every` optimizer steps and at the end it scores each held-out text with `hat.eval.intrinsic.
 hat_bits_per_byte` (the closed loop: the HAT on its own, as the final report scores it) and, with a teacher, the
 teacher-conditioned ("oracle") bits per byte: the decoder conditioned on the teacher's states at every word, which
 says how much of the gap is the decoder's and how much the encoder's. It logs them with the real bytes trained on
@@ -42,6 +42,11 @@ class HeldoutCallback(TrainerCallback):
         self.every, self.guidance, self.collator, self.window = every, guidance, collator, window
         self.cpu_start = time.process_time()
         self.curve: list[dict[str, float]] = []
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if not self.curve:  # where the run starts from (the fresh conversion, or the checkpoint it resumes)
+            self._evaluate(state, model)
+        return control
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.every and state.global_step % self.every == 0 and state.global_step < state.max_steps:

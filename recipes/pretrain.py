@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -263,7 +264,15 @@ def main(script_args: DataArguments, training_args: PretrainConfig, model_args: 
         data_collator=collator,
         guidance=guidance,
     )
-    return train_and_save(trainer, training_args)
+    train_and_save(trainer, training_args)
+    if guidance is not None and training_args.should_save:  # the teacher travels with the checkpoint (evals use it)
+        shutil.copytree(teacher_dir(training_args, model_args.model_name_or_path),
+                        Path(training_args.output_dir) / TEACHER_DIR, dirs_exist_ok=True)
+    return trainer
+
+
+def teacher_dir(args: PretrainConfig, model_path: str) -> Path:
+    return Path(args.teacher_path) if args.teacher_path else Path(model_path) / TEACHER_DIR
 
 
 def teacher_guidance(model, config, collator, args: PretrainConfig, model_path: str):
@@ -276,7 +285,7 @@ def teacher_guidance(model, config, collator, args: PretrainConfig, model_path: 
     from hat.recipes.teacher_guidance import TeacherCollator
     from hat.teacher import HATTeacher
 
-    path = args.teacher_path or str(Path(model_path) / TEACHER_DIR)
+    path = str(teacher_dir(args, model_path))
     dtype = next(p for n, p in model.named_parameters() if is_backbone(n)).dtype
     teacher = HATTeacher.from_pretrained(path, dtype=dtype)
     if teacher.embed_tokens.embedding_dim != config.backbone_config.hidden_size:

@@ -38,6 +38,7 @@ def test_byte_targets_are_the_token_marginals():
     probs = torch.softmax(logits, -1)
     for i, (r, v, j) in enumerate(cases):
         torch.testing.assert_close(targets[i], brute_force(spellings, probs[r], spellings[v][:j]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(trie.byte_targets(logits, rows, nodes, chunk_rows=3), targets)  # chunked: the same
     # j = 0 is the first-byte marginal: every first byte of the vocabulary, weighted by its tokens' probability
     first = trie.byte_targets(logits[:1], torch.tensor([0]), trie.node(torch.tensor([cases[0][1]]), torch.tensor([0])))
     torch.testing.assert_close(first[0], brute_force(spellings, probs[0], b""), atol=1e-6, rtol=0)

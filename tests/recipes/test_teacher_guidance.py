@@ -28,6 +28,7 @@ def test_recipe_trains_the_new_parts_and_leaves_the_backbone_bit_identical(tiny_
     assert not any(changed(before, after, "backbone.").values())
     new = {k: v for k, v in changed(before, after).items() if not k.startswith("backbone.") and not is_inert(k)}
     assert new and all(new.values())
+    assert (tmp_path / "out" / "teacher" / "config.json").is_file()  # the teacher travels with the checkpoint
     # Resumed from checkpoint 2 (step 3 and 4 in the handed-off phase): the same losses
     resumed = run_recipe("pretrain", tiny_hat_teacher, tmp_path / "resumed", "--resume_from_checkpoint",
                          str(tmp_path / "out" / "checkpoint-2"), config=CONFIG)
