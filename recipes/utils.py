@@ -110,10 +110,13 @@ def _move_aside(path: Path) -> Path:
     return target
 
 
-def newest_complete_checkpoint(run_dir: str | os.PathLike, move_aside: bool = False) -> Path | None:
+def newest_complete_checkpoint(
+    run_dir: str | os.PathLike, move_aside: bool = False, incomplete: list[str] | None = None
+) -> Path | None:
     """The newest complete `checkpoint-N` in `run_dir` (None if there is none). Each incomplete one is named in a
-    warning and, with `move_aside`, renamed to `incomplete-checkpoint-N` (never deleted): left in place, the Trainer
-    would later write the same step's files into it, or rotate it as if it were a checkpoint."""
+    warning (and appended to `incomplete`) and, with `move_aside`, renamed to `incomplete-checkpoint-N` (never
+    deleted): left in place, the Trainer would later write the same step's files into it, or rotate it as if it were
+    a checkpoint."""
     newest = None
     for _, path in _checkpoints(Path(run_dir)):
         problem = checkpoint_problem(path)
@@ -122,6 +125,8 @@ def newest_complete_checkpoint(run_dir: str | os.PathLike, move_aside: bool = Fa
             continue
         where = f"moved aside to {_move_aside(path)}" if move_aside else "left in place"
         logger.warning(f"{path} is incomplete and is not resumed from: {problem}; {where}")
+        if incomplete is not None:
+            incomplete.append(f"{path.name} ({where})")
     return newest
 
 
@@ -159,11 +164,13 @@ def resolve_resume(training_args: TrainingArguments) -> str | None:
             checkpoint = path
         else:
             same_run = path.resolve() == output_dir.resolve() if output_dir.exists() else False
-            checkpoint = newest_complete_checkpoint(path, move_aside=main and same_run) if path.is_dir() else None
+            incomplete: list[str] = []
+            checkpoint = newest_complete_checkpoint(path, main and same_run, incomplete) if path.is_dir() else None
             if checkpoint is None:
+                found = f" (only incomplete ones: {', '.join(incomplete)})" if incomplete else ""
                 raise ValueError(
-                    f"resume_from_checkpoint: no complete checkpoint-N in {path}. Leave resume_from_checkpoint unset "
-                    "to train from the start."
+                    f"resume_from_checkpoint: no complete checkpoint-N in {path}{found}. Leave resume_from_checkpoint "
+                    "unset to train from the start."
                 )
     logger.info(f"resuming from {checkpoint}")
     training_args.resume_from_checkpoint = str(checkpoint)

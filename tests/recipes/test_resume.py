@@ -144,3 +144,12 @@ def test_resume_values(reference, tmp_path, utils_log):
         args = TrainingArguments(output_dir=str(tmp_path / "empty"), resume_from_checkpoint=value, report_to="none")
         with pytest.raises(ValueError, match=message):
             resolve_resume(args)
+    # A run killed while it wrote its first checkpoint: nothing to resume, and the error says what was found
+    first = tmp_path / "first"
+    (first / "checkpoint-2").mkdir(parents=True)
+    args = TrainingArguments(output_dir=str(first), resume_from_checkpoint="true", report_to="none")
+    with pytest.raises(ValueError, match=re.escape(
+        f"no complete checkpoint-N in {first} (only incomplete ones: checkpoint-2 (moved aside to "
+        f"{first / 'incomplete-checkpoint-2'})). Leave resume_from_checkpoint unset to train from the start."
+    )):
+        resolve_resume(args)
