@@ -198,3 +198,17 @@ def test_a_complete_checkpoint_loads_strictly_with_its_loading_info(tiny_model, 
     model, info = AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"]
     assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), HATForCausalLM)
+
+
+def test_a_lora_adapter_directory_loads_strictly(tiny_model, tmp_path):
+    """transformers loads an adapter directory as its base checkpoint plus the adapter: both complete, no error."""
+    from peft import LoraConfig, get_peft_model
+
+    from hat.model.parts import BACKBONE_LORA_TARGETS
+
+    tiny_model.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(HATForCausalLM.from_pretrained(tmp_path / "base"),
+                                LoraConfig(target_modules=BACKBONE_LORA_TARGETS, r=2))  # fmt: skip
+    peft_model.save_pretrained(tmp_path / "adapter")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "adapter")
+    assert isinstance(model, HATForCausalLM) and "default" in model.peft_config
