@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from hat.model.parts import nonfinite_count
+
 from .table import ConversionError
 
 _ST_DTYPES = {
@@ -289,9 +291,8 @@ def _check_finite(name: str, tensor: SourceTensor | torch.Tensor, value: torch.T
     """Raises `ConversionError` naming the tensor if `value` holds a NaN or an infinity (checked in chunks, so no
     mask of the tensor's size is allocated)."""
     flat = value.reshape(-1)
-    if all(torch.isfinite(chunk).all() for chunk in flat.split(2**22)):
+    if not (bad := nonfinite_count(flat)):
         return
-    bad = sum(int((~torch.isfinite(chunk)).sum()) for chunk in flat.split(2**22))
     dtype = str(value.dtype).removeprefix("torch.")
     if isinstance(tensor, torch.Tensor):
         where = f"new tensor {name!r}"

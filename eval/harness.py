@@ -36,8 +36,9 @@ become their byte; a `<|eot_id|>` inside a document, a few-shot example or an an
 from __future__ import annotations
 
 import codecs
-import re
+import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -55,7 +56,7 @@ from lm_eval.models.utils import Collator, handle_stop_sequences
 from hat.special_tokens import special_token_regex, validate_special_token_dict
 
 from .intrinsic import pad_rows
-from .loading import load_hat, pick_device
+from .loading import load_hat, pick_device, require_finite
 
 TASKS_DIR = Path(__file__).resolve().parent / "tasks"
 DEFAULT_MAX_LENGTH = 8192  # bytes: about 2k Llama 3 tokens of English
@@ -120,11 +121,13 @@ class HATLM(TemplateLM):
             bytes of the previous window as context (default `max_length // 4`; 1 is lm-eval's HFLM setting).
         device (`str`, *optional*): default "cuda" when available, else "cpu".
         dtype (`str`): "auto", "bfloat16", "float16" or "float32".
+        check_finite (`bool`): check that every weight is finite before scoring (default; `check_finite=False` in
+            `--model_args` skips it); the first NaN or infinite weight is an error naming it.
         max_batch_size (`int`, *optional*): accepted for CLI compatibility, unused.
 
     Raises:
         FileNotFoundError: `pretrained` is not a directory with a config.json.
-        ValueError: the checkpoint is not a HAT model, or a batch size is not a positive int.
+        ValueError: the checkpoint is not a HAT model, a weight is not finite, or a batch size is not a positive int.
     """
 
     backend = "causal"
@@ -138,6 +141,7 @@ class HATLM(TemplateLM):
         rolling_context: int | None = None,
         device: str | None = None,
         dtype: str = "auto",
+        check_finite: bool = True,
         max_batch_size: int | None = None,
     ):
         super().__init__()
@@ -147,13 +151,15 @@ class HATLM(TemplateLM):
             raise ValueError("HATLM needs pretrained=DIR (a HAT checkpoint directory) or a loaded HATForCausalLM")
         device = pick_device(device)
         if isinstance(pretrained, (str, os.PathLike)):
-            model = load_hat(pretrained, device, dtype)
+            model = load_hat(pretrained, device, dtype, check_finite)
             self._name = str(pretrained)
         else:
             if getattr(pretrained.config, "model_type", None) != MODEL_TYPE:
                 raise ValueError(f"pretrained is a {pretrained.config.model_type!r} model, not a HAT model ({MODEL_TYPE!r})")
             model = pretrained.to(device).eval()
             self._name = getattr(model, "name_or_path", "") or type(model).__name__
+            if check_finite:
+                require_finite(model, self._name)
         self.model = model
         self._device = torch.device(device)
         if str(batch_size).startswith("auto"):
@@ -355,15 +361,81 @@ class HATLM(TemplateLM):
         return [decode_generated(row, until, self.special_byte_values) for row in new]
 
 
+# ------------------------------------------------------------------ bad local task data
+def data_file_problem(path: str | os.PathLike) -> str | None:
+    """Why a local task data file cannot be read as documents (None if it can, or is not a local file)."""
+    path = Path(path)
+    if not path.is_file():
+        return None  # a glob, a URL or a missing file: `datasets` names those itself
+    data = path.read_bytes()
+    if not data.strip():
+        return "is empty: the task has no documents"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return f"is not UTF-8 text (byte {data[error.start]:#04x} at offset {error.start}): is it a binary file?"
+    if path.suffix in (".json", ".jsonl"):
+        try:
+            json.loads(text)  # one JSON document
+        except ValueError:
+            for n, line in enumerate(text.splitlines(), 1):  # else JSON lines
+                try:
+                    line.strip() and json.loads(line)
+                except ValueError as error:
+                    return f"line {n} is not valid JSON ({error.msg} at column {error.colno})"
+    return None
+
+
+class TaskDataError(ValueError):
+    """A local lm-eval task's data file is empty or not text (`task_data_errors`)."""
+
+
+class task_data_errors:
+    """Turn a failure inside `datasets.load_dataset` while lm-eval loads a task (an empty data file ends in
+    `StopIteration`, a binary one in `DatasetGenerationError`, neither naming the file) into a `TaskDataError`
+    naming the task and the file, when one of its local data files is at fault; other errors pass unchanged.
+
+        with task_data_errors():
+            lm_eval.simple_evaluate(...)
+    """
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, tb):
+        if error is None or not isinstance(error, Exception):
+            return False
+        task, data_files = None, None
+        while tb is not None:  # the frames of lm-eval's task download and of `datasets.load_dataset`
+            frame = tb.tb_frame
+            if frame.f_code.co_name == "download" and hasattr(frame.f_locals.get("self"), "config"):
+                task = getattr(frame.f_locals["self"].config, "task", None)
+            elif frame.f_code.co_name == "load_dataset" and frame.f_globals.get("__name__") == "datasets.load":
+                data_files = frame.f_locals.get("data_files")
+            tb = tb.tb_next
+        files = data_files.values() if isinstance(data_files, dict) else [data_files]
+        for entry in files:
+            for path in [entry] if isinstance(entry, (str, os.PathLike)) else entry or []:
+                if (problem := data_file_problem(path)) is not None:
+                    where = f"lm-eval task {task!r}: " if task else ""
+                    raise TaskDataError(f"{where}data file {path} {problem}") from None
+        return False
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Run lm-eval's CLI with the `hat` model registered (adds `--include_path eval/tasks` unless one is given)."""
+    """Run lm-eval's CLI with the `hat` model registered (adds `--include_path eval/tasks` unless one is given); a
+    local task whose data file is empty or not text ends with one line naming the file."""
     from lm_eval.__main__ import cli_evaluate
 
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in ("ls", "validate", "-h", "--help") and "--include_path" not in argv:
         argv += ["--include_path", str(TASKS_DIR)]
     sys.argv = ["lm-eval", *argv]
-    cli_evaluate()
+    try:
+        with task_data_errors():
+            cli_evaluate()
+    except TaskDataError as error:
+        raise SystemExit(f"hat-eval: error: {error}") from None
 
 
 if __name__ == "__main__":

@@ -209,10 +209,12 @@ def main() -> None:
     parser.add_argument("--batch_size", type=int, default=4)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--check-finite", action=argparse.BooleanOptionalAction, default=True,
+                        help="check that every HAT weight is finite; the first NaN or inf is an error (default on)")
     args = parser.parse_args()
 
     texts = {p: read_text(p) for p in args.texts}  # fail on a bad file before loading any model
-    hat = load_hat(args.hat, args.device, args.dtype) if args.hat else None
+    hat = load_hat(args.hat, args.device, args.dtype, check_finite=args.check_finite) if args.hat else None
     llama, llama_tok = load_llama(args.llama, args.device, args.dtype) if args.llama else (None, None)
     tokenizers = {"llama3": load_llama3_tokenizer(), **({"source": llama_tok} if llama_tok else {})}
     results = {}

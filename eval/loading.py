@@ -30,12 +30,16 @@ def torch_dtype(dtype: str):
     return "auto" if dtype == "auto" else getattr(torch, str(dtype))
 
 
-def load_hat(path: str | os.PathLike, device: str | None = None, dtype: str = "auto"):
+def load_hat(path: str | os.PathLike, device: str | None = None, dtype: str = "auto", check_finite: bool = True):
     """A HAT checkpoint directory -> `HATForCausalLM` in eval mode.
+
+    `check_finite`: check on the device that every weight is finite (`hat.model.parts.check_finite`); a NaN or
+    an infinity is an error naming the first tensor that holds one.
 
     Raises:
         FileNotFoundError: `path` has no config.json.
-        ValueError: the checkpoint is not a HAT model.
+        ValueError: the checkpoint is not a HAT model, lacks or has extra tensors (`HATForCausalLM.from_pretrained`),
+            or with `check_finite` holds a weight that is not finite.
     """
     import hat  # noqa: F401  (registers HATForCausalLM with the Auto classes)
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -48,7 +52,20 @@ def load_hat(path: str | os.PathLike, device: str | None = None, dtype: str = "a
     if model_type != MODEL_TYPE:
         raise ValueError(f"{path} holds a {model_type!r} model, not a HAT model ({MODEL_TYPE!r})")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype))
-    return model.to(pick_device(device)).eval()
+    model = model.to(pick_device(device)).eval()
+    if check_finite:
+        require_finite(model, path)
+    return model
+
+
+def require_finite(model, source) -> None:
+    """`hat.model.parts.check_finite`, the error prefixed by where the model came from."""
+    from hat.model.parts import check_finite
+
+    try:
+        check_finite(model)
+    except ValueError as error:
+        raise ValueError(f"{source}: {error} (skip this check with --no-check-finite, or check_finite=False)") from None
 
 
 def load_llama(path: str | os.PathLike, device: str | None = None, dtype: str = "auto"):

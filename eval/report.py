@@ -24,7 +24,7 @@ import json
 import os
 from pathlib import Path
 
-from .harness import TASKS_DIR, HATLM
+from .harness import TASKS_DIR, HATLM, task_data_errors
 from .intrinsic import compression, hat_bits_per_byte, load_llama3_tokenizer, read_text, token_bits_per_byte
 from .loading import load_hat, load_llama
 from .robustness import DEFAULT_KINDS, bpb_robustness, load_mc, mc_robustness
@@ -73,9 +73,10 @@ def run_benchmarks(lms: dict, tasks: list[str], manager, limit: int | float | No
 
     out: dict[str, dict] = {}
     for name, lm in lms.items():
-        res = lm_eval.simple_evaluate(
-            model=lm, tasks=tasks, task_manager=manager, limit=limit, num_fewshot=num_fewshot, log_samples=False
-        )
+        with task_data_errors():
+            res = lm_eval.simple_evaluate(
+                model=lm, tasks=tasks, task_manager=manager, limit=limit, num_fewshot=num_fewshot, log_samples=False
+            )
         for task, task_result in res["results"].items():
             metric = main_metric(task_result)
             if metric is not None:
@@ -100,7 +101,7 @@ def build_report(args: argparse.Namespace) -> dict:
         manager = task_manager(args.include_path)
         check_tasks(tasks, manager)
 
-    hat = load_hat(args.hat, args.device, args.dtype)
+    hat = load_hat(args.hat, args.device, args.dtype, check_finite=args.check_finite)
     llama, llama_tok = load_llama(args.llama, args.device, args.dtype)
     tokenizers = {"llama_tokens": llama_tok, "llama3_tokens": load_llama3_tokenizer()}
     kinds = tuple(args.perturbations)
@@ -314,6 +315,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_fewshot", type=int, default=None)
     parser.add_argument("--device", default=None)
     parser.add_argument("--dtype", default="auto", choices=("auto", "bfloat16", "float16", "float32"))
+    parser.add_argument("--check-finite", action=argparse.BooleanOptionalAction, default=True,
+                        help="check that every HAT weight is finite; the first NaN or inf is an error (default on)")
     args = parser.parse_args(argv)
     if args.limit is not None and args.limit >= 1:
         args.limit = int(args.limit)

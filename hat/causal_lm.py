@@ -30,7 +30,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .config import MODEL_TYPE, HATConfig
 from .generation import generate as generate_bytes
 from .model.modeling import HATModel, HATPreTrainedModel
-from .model.parts import memory_name, weight_renaming
+from .model.parts import disk_name, memory_name, weight_renaming
 
 
 class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
@@ -53,6 +53,27 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
 
     def set_output_embeddings(self, value: nn.Linear) -> None:
         self.lm_head = value
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, strict: bool = True, **kwargs):
+        r"""`PreTrainedModel.from_pretrained`, strict about the checkpoint's tensors: one that the model has and the
+        checkpoint lacks (it would be randomly initialised) or one that the checkpoint has and the model does not (it
+        would be dropped: e.g. a config with fewer layers than the weights) is an error naming the tensors.
+
+        Args:
+            strict (`bool`, *optional*, defaults to `True`): `False` loads a partial checkpoint deliberately, as
+                transformers does (missing tensors initialised, unexpected ones ignored, both in its load report).
+                Tensors of the wrong shape are refused either way unless `ignore_mismatched_sizes=True`.
+
+        Raises:
+            ValueError: with `strict`, tensors missing from the checkpoint or unexpected in it (on-disk names).
+        """
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args, output_loading_info=True,
+                                              **kwargs)
+        if strict:
+            _check_loaded(info, pretrained_model_name_or_path)
+        return (model, info) if want_info else model
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """`nn.Module.load_state_dict`, also for the release's key names as they are on disk: `Trainer` reads a
@@ -112,6 +133,27 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
             self, inputs, generation_config, logits_processor, stopping_criteria,
             prefix_allowed_tokens_fn=prefix_allowed_tokens_fn, streamer=streamer, assistant_model=assistant_model,
             **kwargs,
+        )
+
+
+def _check_loaded(info: dict, source) -> None:
+    """Raise if transformers' loading info has missing or unexpected tensors (named as on disk)."""
+
+    def listed(keys) -> str:
+        names = sorted(disk_name(k) for k in keys)
+        return f"{names[:8]}{f' ... ({len(names)} in all)' if len(names) > 8 else ''}"
+
+    problems = []
+    if info["missing_keys"]:
+        problems.append(f"lacks {len(info['missing_keys'])} tensor(s) of the model, which would be randomly "
+                        f"initialised: {listed(info['missing_keys'])}")
+    if info["unexpected_keys"]:
+        problems.append(f"has {len(info['unexpected_keys'])} tensor(s) the model does not, which would be dropped: "
+                        f"{listed(info['unexpected_keys'])}")
+    if problems:
+        raise ValueError(
+            f"{source}: the checkpoint {'; and '.join(problems)}. Is its config.json the one these weights were saved "
+            "with? Pass strict=False to from_pretrained to load a partial checkpoint deliberately."
         )
 
 

@@ -1,6 +1,9 @@
 """hat.causal_lm: `HATForCausalLM` on CPU at tiny size: the loss, TRL's fused head, training steps, checkpoints in
 the release's layout."""
 
+import re
+
+import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -8,6 +11,7 @@ from transformers import AutoModelForCausalLM
 
 from conftest import encode
 from hat import HATConfig, HATForCausalLM
+from hat.model.parts import disk_name
 
 TEXTS = [
     "Hello, world! HAT models read bytes.",
@@ -142,3 +146,69 @@ def test_8b_preset_has_the_release_parameter_count():
     with torch.device("meta"):
         model = HATForCausalLM(HATConfig.release_8b())
     assert sum(p.numel() for p in model.parameters()) == 7_192_495_104
+
+
+# ----------------------------------------------------------------------------------------------- strict loading
+def saved_without(tmp_path, tiny_model, drop=(), add=None):
+    """`tiny_model` saved to tmp_path with the on-disk tensors `drop` removed and `add` added."""
+    from safetensors.torch import load_file
+
+    tiny_model.save_pretrained(tmp_path)
+    tensors = {k: v for k, v in load_file(str(tmp_path / "model.safetensors")).items() if k not in drop}
+    save_file({**tensors, **(add or {})}, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
+    return tmp_path
+
+
+@pytest.mark.parametrize("drop", [
+    ["lm_head.weight"],
+    ["encoder_connector.latent_query"],
+    ["backbone.layers.0.mlp.up_proj.weight", "backbone.layers.1.self_attn.k_proj.weight"],
+    ["encoder.layers.0.input_layernorm.weight"],
+    ["decoder.decoder_layers.0.cross_attention.v_proj.weight", "decoder_connector.first_word_embedding"],
+    ["decoder.decoder_layers.0.query_norm.weight"],  # output-inert, but part of the release's layout
+])  # fmt: skip
+def test_a_checkpoint_missing_a_tensor_is_an_error_naming_it(tiny_model, tmp_path, drop):
+    path = saved_without(tmp_path, tiny_model, drop)
+    with pytest.raises(ValueError, match=re.escape(f"lacks {len(drop)} tensor(s) of the model, which would be randomly "
+                                                   f"initialised: {sorted(drop)}")):
+        AutoModelForCausalLM.from_pretrained(path)
+    # The opt-in for a deliberate partial load: transformers' behaviour, the missing tensors reported
+    model, info = HATForCausalLM.from_pretrained(path, strict=False, output_loading_info=True)
+    assert {disk_name(k) for k in info["missing_keys"]} == set(drop)
+    assert torch.isfinite(model(encode(TEXTS[:1])[0]).logits).all()
+
+
+def test_unexpected_tensors_are_an_error_naming_them(tiny_model, tmp_path):
+    path = saved_without(tmp_path, tiny_model, add={"extra.weight": torch.zeros(3)})
+    with pytest.raises(ValueError, match=re.escape("has 1 tensor(s) the model does not, which would be dropped: "
+                                                   "['extra.weight']")):
+        HATForCausalLM.from_pretrained(path)
+    # A config with fewer backbone layers than the weights: the layers it lacks would be dropped
+    config = HATConfig.from_pretrained(path)
+    config.backbone_config.num_hidden_layers -= 1
+    last = config.backbone_config.num_hidden_layers
+    with pytest.raises(ValueError, match=rf"\['backbone\.layers\.{last}\.input_layernorm\.weight', .*\(10 in all\)"):
+        HATForCausalLM.from_pretrained(path, config=config)
+    model = HATForCausalLM.from_pretrained(path, config=config, strict=False)
+    assert len(model.model.backbone.layers) == last
+
+
+def test_a_complete_checkpoint_loads_strictly_with_its_loading_info(tiny_model, tmp_path):
+    tiny_model.save_pretrained(tmp_path)
+    model, info = AutoModelForCausalLM.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert isinstance(AutoModelForCausalLM.from_pretrained(tmp_path), HATForCausalLM)
+
+
+def test_a_lora_adapter_directory_loads_strictly(tiny_model, tmp_path):
+    """transformers loads an adapter directory as its base checkpoint plus the adapter: both complete, no error."""
+    from peft import LoraConfig, get_peft_model
+
+    from hat.model.parts import BACKBONE_LORA_TARGETS
+
+    tiny_model.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(HATForCausalLM.from_pretrained(tmp_path / "base"),
+                                LoraConfig(target_modules=BACKBONE_LORA_TARGETS, r=2))  # fmt: skip
+    peft_model.save_pretrained(tmp_path / "adapter")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "adapter")
+    assert isinstance(model, HATForCausalLM) and "default" in model.peft_config

@@ -7,7 +7,9 @@ Everything that depends on those names is derived here, once:
 - `NEW_PARTS` / `new_modules(model)`: what a conversion initialises (everything but the backbone);
 - `is_backbone(name)`: the recipes' test for the Llama blocks (frozen, then trained at a lower learning rate);
 - `BACKBONE_LORA_TARGETS` / `LORA_MODULES_TO_SAVE`: LoRA adapters on the backbone, the new parts trained in full;
-- `INERT_MODULES` / `freeze_inert`: the decoder weights that cannot change the output (§3.5), frozen by construction.
+- `INERT_MODULES` / `freeze_inert`: the decoder weights that cannot change the output (§3.5), frozen by construction;
+- `check_finite(model)`: the first weight holding a NaN or an infinity, by its on-disk name (the eval CLIs; the
+  conversion counts with `nonfinite_count` too).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
@@ -154,3 +157,29 @@ LORA_MODULES_TO_SAVE = tuple(
     name for part in PARTS if not part.from_llama
     for name in (_DECODER_TRAINABLE if part.disk == "decoder" else (part.memory,))
 )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Finite weights
+# ----------------------------------------------------------------------------------------------------------
+def nonfinite_count(tensor: torch.Tensor, chunk: int = 2**22) -> int:
+    """How many values of `tensor` are NaN or infinite, counted `chunk` values at a time (no mask of the tensor's
+    size is allocated, and a finite chunk costs one reduction)."""
+    flat = tensor.detach().reshape(-1)
+    return sum(int((~torch.isfinite(part)).sum()) for part in flat.split(chunk) if not torch.isfinite(part).all())
+
+
+def check_finite(model: nn.Module) -> None:
+    """Raise if a weight (parameter) of `model` holds a NaN or an infinity; the first one is named (on-disk name).
+
+    Raises:
+        ValueError: naming the tensor, how many of its values are not finite, and its dtype.
+    """
+    for name, tensor in model.named_parameters():
+        if tensor.is_meta or not tensor.is_floating_point():
+            continue
+        if bad := nonfinite_count(tensor):
+            raise ValueError(
+                f"weight {disk_name(name)!r} has {bad:,} NaN or infinite values of {tensor.numel():,} "
+                f"({str(tensor.dtype).removeprefix('torch.')}): the checkpoint is damaged, or training diverged"
+            )

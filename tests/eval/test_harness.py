@@ -224,3 +224,52 @@ def test_shipped_samples_override_upstream_tasks(tiny_model, full_task_manager):
     first = res["samples"]["arc_challenge"][0]["arguments"][0]
     assert first[0] == "Question: Which tool is best for measuring the mass of a rock?\nAnswer:" and first[1] == " a ruler"
     assert res["samples"]["arc_de"][0]["arguments"][1][1] == " mit einer Waage"
+
+
+# ----------------------------------------------------------------------------------------------- bad task data
+BAD_DATA = {
+    "empty": (b"", "is empty: the task has no documents"),
+    "blank": (b"\n  \n", "is empty: the task has no documents"),
+    "binary": (b'{"question": "Q?"}\n\x9b\xff\x00 junk', "is not UTF-8 text (byte 0x9b at offset 19): is it a binary file?"),
+    "notjson": (b'{"question": "Q?", "choices": ["a"], "answer": 0}\n{oops\n',
+                "line 2 is not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
+}  # fmt: skip
+
+
+def probe_task(tmp_path: Path, name: str, data: bytes) -> Path:
+    """A local multiple-choice task `probe_<name>` whose JSON-lines data file holds `data`."""
+    (tmp_path / f"{name}.jsonl").write_bytes(data)
+    (tmp_path / f"probe_{name}.yaml").write_text(
+        f"task: probe_{name}\ndataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {tmp_path / name}.jsonl\n"
+        "test_split: test\noutput_type: multiple_choice\ndoc_to_text: '{{question}}'\ndoc_to_choice: '{{choices}}'\n"
+        "doc_to_target: answer\nmetric_list:\n  - metric: acc\n"
+    )
+    return tmp_path / f"{name}.jsonl"
+
+
+@pytest.mark.parametrize("name", BAD_DATA)
+def test_a_bad_local_task_data_file_is_named(tiny_model, tmp_path, name):
+    """`datasets` ends an empty file in StopIteration and a binary one in DatasetGenerationError, naming neither."""
+    import lm_eval
+
+    from hat.eval.harness import TaskDataError, task_data_errors
+
+    data, problem = BAD_DATA[name]
+    path = probe_task(tmp_path, name, data)
+    lm = HATLM(pretrained=tiny_model, device="cpu")
+    with pytest.raises(TaskDataError) as caught, task_data_errors():
+        lm_eval.simple_evaluate(model=lm, tasks=[f"probe_{name}"], task_manager=local_task_manager(tmp_path))
+    assert str(caught.value) == f"lm-eval task 'probe_{name}': data file {path} {problem}"
+
+
+def test_hat_eval_names_a_bad_task_data_file_in_one_line(tiny_model, tmp_path, monkeypatch):
+    from hat.eval.harness import main
+
+    tiny_model.save_pretrained(tmp_path / "hat")
+    path = probe_task(tmp_path, "empty", b"")
+    monkeypatch.setattr(sys, "argv", sys.argv)  # main sets lm-eval's argv
+    with pytest.raises(SystemExit) as caught:
+        main(["--model", "hat", "--model_args", f"pretrained={tmp_path / 'hat'}", "--device", "cpu",
+              "--tasks", "probe_empty", "--include_path", str(tmp_path)])  # fmt: skip
+    assert caught.value.code == f"hat-eval: error: lm-eval task 'probe_empty': data file {path} is empty: the task " \
+                                "has no documents"

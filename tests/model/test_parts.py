@@ -53,3 +53,28 @@ def test_disk_and_memory_names_are_inverse():
                          ("model.decoder.decoder_layers.1.kv_norm.weight", "decoder.decoder_layers.1.kv_norm.weight"),
                          ("lm_head.weight", "lm_head.weight")]:
         assert disk_name(memory) == disk and memory_name(disk) == memory
+
+
+def test_nonfinite_count_counts_across_chunks():
+    from hat.model.parts import nonfinite_count
+
+    x = torch.zeros(10, 7)
+    assert nonfinite_count(x, chunk=8) == 0
+    x[0, 0], x[5, 3], x[9, 6] = float("nan"), float("inf"), -float("inf")
+    assert nonfinite_count(x, chunk=8) == nonfinite_count(x) == 3
+    assert nonfinite_count(x.to(torch.bfloat16), chunk=3) == 3
+
+
+def test_check_finite_names_the_first_bad_weight_by_its_disk_name(tiny_model):
+    import pytest
+
+    from hat.model.parts import check_finite
+
+    check_finite(tiny_model)
+    with torch.no_grad():
+        tiny_model.lm_head.weight[3, :2] = float("inf")
+        tiny_model.model.backbone.layers[1].mlp.up_proj.weight[0, 0] = float("nan")
+    n = tiny_model.model.backbone.layers[1].mlp.up_proj.weight.numel()
+    with pytest.raises(ValueError, match=rf"^weight 'backbone.layers.1.mlp.up_proj.weight' has 1 NaN or infinite values "
+                                         rf"of {n:,} \(float32\): the checkpoint is damaged, or training diverged$"):
+        check_finite(tiny_model)
