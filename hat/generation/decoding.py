@@ -36,6 +36,8 @@ rows draw their random numbers in a different order. `generate` decides when row
 
 from __future__ import annotations
 
+import copy
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -44,6 +46,7 @@ from ..model.layout import additive_mask
 from ..splitter import WordBoundaryDetector
 from .caches import ByteKVCache, ByteSlots, ModelCaches, RotaryTable, WordKVCache
 from .fused import FusedStack, fused_stack
+from .hidden_states import decoder_hidden_states, recording_decoder_layers
 
 # Ring slots beyond the sliding window: a step may re-decode up to this many trailing positions minus one.
 BYTE_CACHE_SLACK = 16
@@ -71,6 +74,11 @@ class Row:
     redo: list[int] = field(default_factory=list)
     waited: int = 0  # steps it has waited while parked
 
+    def copy(self) -> Row:
+        """An independent copy (beam search continues one row as several)."""
+        return Row(self.length, copy.copy(self.words), self.word_start, self.num_words, list(self.pending),
+                   list(self.redo), self.waited)
+
 
 @dataclass
 class ByteStack:
@@ -97,6 +105,9 @@ class DecodeState:
     padded: bool  # whether any row has left padding
     encoder: ByteStack
     decoder: ByteStack
+    # `output_hidden_states`: the decoder's states per layer (`hidden_states.decoder_hidden_states`) of the rows
+    # whose logits the last step returned, each (n, Q, E) (the prefill: (B, T, E); a step: (n, 1, E)); else None
+    hidden: tuple[torch.Tensor, ...] | None = None
 
     def max_length(self) -> int:
         return max(row.length for row in self.rows)
@@ -108,9 +119,16 @@ class DecodeState:
         return not self.padded and first <= window and all(row.length == first for row in self.rows)
 
     def select_rows(self, rows: list[int]) -> None:
-        """Keep only `rows` (finished rows leave the batch)."""
+        """Keep only `rows`, in this order (finished rows leave the batch); a row listed twice is copied (beams)."""
+        if rows == list(range(len(self.rows))):
+            return
         idx = torch.tensor(rows, device=self.pad.device)
-        self.rows = [self.rows[r] for r in rows]
+        seen: set[int] = set()
+        kept = []
+        for r in rows:
+            kept.append(self.rows[r].copy() if r in seen else self.rows[r])
+            seen.add(r)
+        self.rows = kept
         self.caches.select_rows(idx)
         self.slots = self.slots.select_rows(idx)
         self.encoder_states = self.encoder_states.index_select(0, idx)
@@ -124,8 +142,13 @@ class DecodeState:
 # Steps: prefill, encoder step, backbone step, decoder step
 # ----------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[DecodeState, torch.Tensor]:
-    """Run the (left padded) prompt through the model's `forward`, filling every cache; next-byte logits (B, 256)."""
+def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+            hidden_states: bool = False) -> tuple[DecodeState, torch.Tensor]:
+    """Run the (left padded) prompt through the model's `forward`, filling every cache; next-byte logits (B, 256).
+
+    `hidden_states`: keep the decoder's states per layer in `state.hidden`, now and after every step (the decoder's
+    layers then run as modules, not fused, so that they can be recorded).
+    """
     hat, cfg = model.base_model, model.config
     B, T = input_ids.shape
     device = input_ids.device
@@ -134,7 +157,8 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
     ring = cfg.max_word_size + BYTE_CACHE_SLACK
 
     caches = ModelCaches(encoder=ByteKVCache(capacity), backbone=WordKVCache(), decoder=ByteKVCache(capacity))
-    out = hat(input_ids, attention_mask=attention_mask, past_key_values=caches)
+    with recording_decoder_layers(hat) if hidden_states else nullcontext() as recorded:
+        out = hat(input_ids, attention_mask=attention_mask, past_key_values=caches)
     logits = model.get_output_embeddings()(out.last_hidden_state[:, -1])  # (B, 256)
 
     # Slot bookkeeping of the byte ring, and the ring of encoder states
@@ -168,8 +192,9 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
         pad=pad, padded=bool(pad.any()),
         encoder=ByteStack(fused_stack(encoder_layers),
                           RotaryTable(lambda p: hat.byte_position_embeddings(p)[0], device), enc_window),
-        decoder=ByteStack(fused_stack(decoder_layers),
+        decoder=ByteStack(None if hidden_states else fused_stack(decoder_layers),
                           RotaryTable(lambda p: hat.byte_position_embeddings(p)[1], device), dec_window),
+        hidden=decoder_hidden_states(byte_states, recorded, out.last_hidden_state) if hidden_states else None,
     )
     return state, logits
 
@@ -312,10 +337,14 @@ def decode_step(model, state: DecodeState, rows: list[int], preds: list[torch.Te
         )  # (B, Q): index of each position's word in word_preds
     state.caches.decoder.begin_step(rows_t, cols % capacity, write, n_keys)
     rotary = state.decoder.rotary(pos, max_length)
-    out = hat.decode(dec_in, conditioning, byte_word, dec_mask, pos, state.caches.decoder,
-                     position_embeddings=rotary, layer_stack=state.decoder.layers)  # (B, Q, E)
+    with recording_decoder_layers(hat) if state.hidden is not None else nullcontext() as recorded:
+        out = hat.decode(dec_in, conditioning, byte_word, dec_mask, pos, state.caches.decoder,
+                         position_embeddings=rotary, layer_stack=state.decoder.layers)  # (B, Q, E)
     for r in rows:
         state.rows[r].redo = []
+    if state.hidden is not None:  # each row's newest position, per layer (n, 1, E)
+        state.hidden = tuple(h[:, -1:] if all_rows else h[:, -1:].index_select(0, rows_t)
+                             for h in decoder_hidden_states(dec_in, recorded, out))
     last = out[:, -1] if all_rows else out[:, -1].index_select(0, rows_t)
     return model.get_output_embeddings()(last)  # (n, 256)
 
@@ -349,6 +378,10 @@ def advance(
 
 
 @torch.no_grad()
-def full_recompute_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """The reference: segment the whole sequences with the splitter and run the full forward; last logits (B, 256)."""
-    return model(input_ids, attention_mask=attention_mask, logits_to_keep=1).logits[:, -1]
+def full_recompute_logits(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden_states: bool = False
+) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
+    """The reference: segment the whole sequences with the splitter and run the full forward; the last logits
+    (B, 256), and with `hidden_states` the decoder's states per layer, each (B, T, E)."""
+    out = model(input_ids, attention_mask=attention_mask, logits_to_keep=1, output_hidden_states=hidden_states)
+    return out.logits[:, -1], out.hidden_states
