@@ -211,7 +211,7 @@ def _generation_config(model, generation_config, kwargs: dict) -> GenerationConf
         setattr(config, name, _length(name, getattr(config, name)))
     for name, (off, what) in _REFUSED.items():
         value = getattr(config, name, None)
-        if not any(value is v or (type(value) is type(v) and value == v) for v in off):
+        if not any(value is v or (not isinstance(value, bool) and v is not None and value == v) for v in off):
             raise ValueError(f"HAT generate does not implement {what}: {name}={value!r}")
     if isinstance(config.eos_token_id, (list, tuple)) and not config.eos_token_id:
         raise ValueError("eos_token_id=[] names no byte; pass eos_token_id=None to generate without an end byte")
