@@ -95,3 +95,19 @@ def test_beam_options_are_checked(beam_model):
     out = beam_model.generate(input_ids=ids, num_beams=3, num_return_sequences=3, max_new_tokens=6,
                               eos_token_id=None)
     assert out.shape == (3, ids.shape[1] + 6) and len({tuple(r.tolist()) for r in out}) == 3
+
+
+def test_beam_hypotheses_end_at_stop_strings_and_keep_hidden_states(beam_model):
+    ids, mask = encode(PROMPTS[:2])
+    T0 = ids.shape[1]
+    out = beam_model.generate(input_ids=ids, attention_mask=mask, num_beams=3, num_return_sequences=3,
+                              max_new_tokens=16, eos_token_id=None, pad_token_id=192, stop_strings=["I"],
+                              length_penalty=0.0, return_dict_in_generate=True, output_hidden_states=True)
+    lengths = (out.beam_indices >= 0).sum(1)
+    for row, n in zip(out.sequences, lengths.tolist()):
+        assert n == 16 or row[T0 + n - 1] == ord("I")  # a hypothesis ends at the stop string or the limit
+        assert b"I" not in bytes(row[T0 : T0 + n - 1].tolist())
+    assert (lengths < 16).any()
+    E, layers = beam_model.config.decoder_config.hidden_size, beam_model.config.decoder_config.num_hidden_layers
+    assert [h.shape for h in out.hidden_states[0]] == [(6, T0, E)] * (layers + 1)  # 2 prompts x 3 beams
+    assert [h.shape for h in out.hidden_states[-1]] == [(6, 1, E)] * (layers + 1)
