@@ -29,6 +29,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import MODEL_TYPE, HATConfig
 from .generation import generate as generate_bytes
+from .generation.hidden_states import decoder_hidden_states, recording_decoder_layers
 from .model.modeling import HATModel, HATPreTrainedModel
 from .model.parts import disk_name, memory_name, weight_renaming
 
@@ -88,6 +89,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
         logits_to_keep: int = 0,
+        output_hidden_states: bool | None = None,
         objective: Callable[..., CausalLMOutputWithPast] | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
@@ -100,17 +102,35 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
             word_lengths (`list[list[int]]` or `torch.LongTensor` of shape `(B, W)`, *optional*): bytes per word of
                 each row (a tensor right-padded with 0, as the data collator gives it); split when omitted.
             logits_to_keep (`int`, *optional*): only compute the last `logits_to_keep` positions' logits (0: all).
+            output_hidden_states (`bool`, *optional*): return `hidden_states`, the decoder's byte states per layer:
+                `decoder_config.num_hidden_layers + 1` tensors `(B, T, E)`, the decoder's input (the encoder's byte
+                states), each decoder layer's output, the last one after the final norm (`lm_head` of it is
+                `logits`); ARCHITECTURE.md §3.9. Default `config.output_hidden_states`; otherwise `hidden_states` is
+                None.
             objective (`Callable`, *optional*): a training objective that composes the step methods itself, called
                 as `objective(self, input_ids=..., attention_mask=..., labels=..., word_lengths=..., **kwargs)`
                 instead of the forward below (teacher-guided stage 1, ARCHITECTURE.md §7.2). It runs inside this
                 call so that the wrappers around the model (DDP, DeepSpeed) see a forward, as they must to reduce
                 gradients.
+
+        Raises:
+            ValueError: `output_attentions=True` (attention weights are not returned).
         """
         if objective is not None:
             return objective(self, input_ids=input_ids, attention_mask=attention_mask, labels=labels,
                              word_lengths=word_lengths, **kwargs)
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
+        if kwargs.get("output_attentions"):
+            raise ValueError("HATForCausalLM does not return attention weights (output_attentions=True)")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        hidden_states = None
+        if output_hidden_states:
+            with recording_decoder_layers(self.model) as recorded:
+                outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
+            hidden_states = decoder_hidden_states(outputs.encoder_hidden_state, recorded, outputs.last_hidden_state)
+        else:
+            outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
         hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -121,7 +141,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask == 0, -100)
             loss = self.loss_function(logits, labels, vocab_size=logits.shape[-1], num_items_in_batch=num_items_in_batch)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=(outputs.word_hidden_states,))
+        return CausalLMOutputWithPast(loss=loss, logits=logits, hidden_states=hidden_states)
 
     @torch.no_grad()
     def generate(

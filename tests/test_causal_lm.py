@@ -212,3 +212,28 @@ def test_a_lora_adapter_directory_loads_strictly(tiny_model, tmp_path):
     peft_model.save_pretrained(tmp_path / "adapter")
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "adapter")
     assert isinstance(model, HATForCausalLM) and "default" in model.peft_config
+
+
+def test_hidden_states_are_the_decoders_byte_states_per_layer(tiny_model):
+    """`output_hidden_states=True`: the decoder's input (the encoder's byte states), each decoder layer's output, the
+    last after the final norm (the head's input); None otherwise."""
+    ids, mask = encode(TEXTS, "left")
+    out = tiny_model(ids, attention_mask=mask, output_hidden_states=True)
+    layers, E = tiny_model.config.decoder_config.num_hidden_layers, tiny_model.config.decoder_config.hidden_size
+    assert len(out.hidden_states) == layers + 1
+    assert all(h.shape == (*ids.shape, E) for h in out.hidden_states)
+    base = tiny_model.model(ids, attention_mask=mask)
+    torch.testing.assert_close(out.hidden_states[0], base.encoder_hidden_state)
+    torch.testing.assert_close(tiny_model.lm_head(out.hidden_states[-1]), out.logits)
+    assert not torch.allclose(out.hidden_states[1], out.hidden_states[0])
+    assert tiny_model(ids, attention_mask=mask).hidden_states is None
+    # the layer outputs are what the decoder's layers return, recorded while they run
+    seen = []
+    hook = tiny_model.model.decoder.decoder_layers[0].llama_layer.register_forward_hook(lambda m, a, o: seen.append(o))
+    try:
+        tiny_model(ids, attention_mask=mask)
+    finally:
+        hook.remove()
+    torch.testing.assert_close(out.hidden_states[1], seen[0])
+    with pytest.raises(ValueError, match="attention weights"):
+        tiny_model(ids, output_attentions=True)

@@ -22,7 +22,7 @@ import torch
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="hat-generate", description=__doc__.split("\n\n")[0])
-    p.add_argument("model_dir", help="a saved HAT model (config.json, weights; tokenizer files optional)")
+    p.add_argument("model_dir", help="the directory of a saved HAT model (config.json, weights; tokenizer optional)")
     p.add_argument("--prompt", help="generate once for this prompt and exit (default: read prompts from stdin)")
     p.add_argument("--no-chat", action="store_true", help="raw completion: do not apply the chat template")
     p.add_argument("--system", help="system message for chat mode")
@@ -34,6 +34,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     args = p.parse_args(argv)
+    model_dir = Path(args.model_dir)
+    if not model_dir.is_dir():
+        p.error(f"{args.model_dir}: not a directory (pass the directory of a saved HAT model)")
+    if not (model_dir / "config.json").is_file():
+        p.error(f"{args.model_dir}: no config.json (not a saved model)")
     if args.max_new_tokens < 1:
         p.error(f"--max-new-tokens must be >= 1, got {args.max_new_tokens}")
     if args.temperature < 0:
@@ -71,6 +76,21 @@ def generation_kwargs(args: argparse.Namespace, model) -> dict:
     return kwargs
 
 
+def prompt_limit(model) -> int:
+    """The longest prompt in bytes the model was made for: its byte stacks' `max_position_embeddings`."""
+    return min(model.config.encoder_config.max_position_embeddings, model.config.decoder_config.max_position_embeddings)
+
+
+def too_long(prompt_ids: torch.Tensor, limit: int) -> str | None:
+    """The message for a prompt (1, T) longer than `limit` bytes, else None. `generate` itself only warns (its byte
+    attention stays within the window); here the prompt grows with the chat, and the prefill's cost with it."""
+    n = prompt_ids.shape[1]
+    if n <= limit:
+        return None
+    return (f"hat-generate: the prompt is {n} bytes, more than the model's {limit} (max_position_embeddings); "
+            "shorten it (in a chat, /reset starts over)")
+
+
 def respond(model, tokenizer, prompt_ids: torch.Tensor, gen_kwargs: dict, out=None) -> str:
     """Stream the continuation of `prompt_ids` (1, T) to `out` (stdout) and return it as text."""
     from transformers import TextStreamer
@@ -104,9 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         return torch.tensor([list(tokenizer(text)["input_ids"])])
 
     system = [{"role": "system", "content": args.system}] if args.system else []
+    limit = prompt_limit(model)
     if args.prompt is not None:
-        history = system + [{"role": "user", "content": args.prompt}]
-        respond(model, tokenizer, encode(history, args.prompt), gen_kwargs)
+        ids = encode(system + [{"role": "user", "content": args.prompt}], args.prompt)
+        if message := too_long(ids, limit):
+            print(message, file=sys.stderr)
+            return 1
+        respond(model, tokenizer, ids, gen_kwargs)
         return 0
 
     history = list(system)
@@ -126,7 +150,12 @@ def main(argv: list[str] | None = None) -> int:
         if not text.strip():
             continue
         history.append({"role": "user", "content": text})
-        reply = respond(model, tokenizer, encode(history, text), gen_kwargs)
+        ids = encode(history, text)
+        if message := too_long(ids, limit):
+            print(message, file=sys.stderr)
+            history.pop()  # the turn is dropped; the conversation goes on without it
+            continue
+        reply = respond(model, tokenizer, ids, gen_kwargs)
         history.append({"role": "assistant", "content": reply})
     return 0
 

@@ -123,11 +123,16 @@ def test_prompt_ending_inside_a_character(model):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=4e-4)
 
 
-def test_backbone_runs_once_per_completed_word(model):
+@pytest.mark.parametrize("script", [
+    "Die Brücke über den Fluss ist alt, aber schön.".encode(),
+    # invalid UTF-8 (ARCHITECTURE.md §5): a stray byte ends the word before it and is a word of its own, so words
+    # go on ending after it (a rule that waits for the word to decode would never end this one)
+    b"Wort\xff und \x80\x80noch mehr W\xf6rter, \xe4\xb8 weiter.",
+])
+def test_backbone_runs_once_per_completed_word(model, script):
     """Word-level work: the backbone sees one row per completed word, never one per byte."""
     from hat.splitter import word_lengths_from_bytes
 
-    script = "Die Brücke über den Fluss ist alt, aber schön.".encode()
     ids, mask = encode(["Heute:"])
     rows_seen = []
     hook = model.model.backbone.register_forward_pre_hook(lambda m, args: rows_seen.append(args[0].shape[:2]))
@@ -143,6 +148,9 @@ def test_backbone_runs_once_per_completed_word(model):
     assert prefill == (1, n_prompt_words)
     assert all(shape == (1, 1) for shape in steps)  # one word, one row per step
     assert len(steps) == n_words - n_prompt_words  # every word but the (unfinished) last one
+    if b"\xff" in script:
+        # "Wort", ff, " und", " ", 80, 80, "noch"
+        assert word_lengths_from_bytes(script, {EOS}, 100)[:7] == [4, 1, 4, 1, 1, 1, 4]
 
 
 def test_word_sync_runs_the_backbone_for_many_rows_at_once(model):

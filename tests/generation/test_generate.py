@@ -1,6 +1,8 @@
 """hat.generation.generate: HF's `generate` arguments, byte by byte: batching, stopping, sampling, the tokenizer
 and streaming."""
 
+import importlib
+
 import pytest
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextStreamer
@@ -110,10 +112,12 @@ def test_bad_inputs_are_rejected(model):
         model.generate(input_ids=ids, attention_mask=torch.tensor([[1, 1, 1], [0, 0, 0]]), max_new_tokens=2)
     with pytest.raises(ValueError, match="0-255"):
         model.generate(input_ids=ids + 300, max_new_tokens=2)
-    with pytest.raises(ValueError, match="num_beams"):
-        model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, num_beams=2)
     with pytest.raises(ValueError, match="unknown"):
         model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=2, not_an_option=1)
+    with pytest.raises(ValueError, match=r"no rows \(shape \(0, 5\)\)"):
+        model.generate(input_ids=torch.zeros(0, 5, dtype=torch.long), max_new_tokens=2)
+    with pytest.raises(ValueError, match="integer byte values"):
+        model.generate(input_ids=ids.float(), max_new_tokens=2)
 
 
 # --------------------------------------------------------------------------------- tokenizer and streaming
@@ -166,3 +170,63 @@ def test_untrained_model_emitting_invalid_utf8_streams_and_decodes(tokenizer):
         gen.decode("utf-8")  # the model did emit invalid UTF-8
     text = tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True)
     assert "".join(streamer.chunks) == text
+
+
+# --------------------------------------------------------------------------------- outputs and memory
+@pytest.mark.parametrize("word_sync", [False, True])
+def test_transition_scores_are_the_log_softmax_of_the_logits(model, word_sync):
+    """`compute_transition_scores(..., normalize_logits=True)` on our `scores`: by hand, the log-softmax of each
+    step's logits at the chosen byte (rows finish at different steps)."""
+    ids, mask = encode(PROMPTS)
+    T0 = ids.shape[1]
+    free = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, eos_token_id=None)
+    out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, eos_token_id=int(free[0, T0 + 4]),
+                         pad_token_id=EOS, word_sync=word_sync, return_dict_in_generate=True, output_scores=True,
+                         output_logits=True)
+    scores = model.compute_transition_scores(out.sequences, out.scores, normalize_logits=True)
+    assert scores.shape == (len(PROMPTS), out.sequences.shape[1] - T0)
+    ended = out.sequences[0, T0 + 5 :]
+    assert len(ended) and (ended == EOS).all()  # row 0 ended at step 4
+    for b in range(len(PROMPTS)):
+        for t in range(scores.shape[1]):
+            if t > 4 and b == 0:
+                continue  # after its end: a padding byte, scored from zero logits
+            by_hand = out.logits[t][b].log_softmax(-1)[out.sequences[b, T0 + t]]
+            torch.testing.assert_close(scores[b, t], by_hand, rtol=1e-5, atol=1e-5)
+
+
+def test_output_buffer_grows_with_the_bytes_generated(model, monkeypatch):
+    """The output buffer starts at `FIRST_CHUNK` columns and doubles: runs past it are unchanged, and an absurd
+    `max_new_tokens` that ends early allocates nothing up front (it used to ask for 8 TB)."""
+    generate_module = importlib.import_module("hat.generation.generate")  # (`hat.generation.generate` is the function)
+    ids, mask = encode(PROMPTS[:3])
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=20, eos_token_id=None,
+                  stop_strings=["zz"], return_dict_in_generate=True, output_scores=True)
+    whole = model.generate(**kwargs)
+    monkeypatch.setattr(generate_module, "FIRST_CHUNK", 3)
+    for word_sync in (False, True):
+        grown = model.generate(**kwargs, word_sync=word_sync)
+        assert torch.equal(grown.sequences, whole.sequences)
+    free = model.generate(input_ids=ids[:1], max_new_tokens=6, eos_token_id=None)
+    out = model.generate(input_ids=ids[:1], max_new_tokens=10**12, eos_token_id=int(free[0, -1]))
+    assert torch.equal(out, free)
+
+
+def test_a_window_beyond_the_text_costs_what_the_text_costs(model):
+    """`sliding_window=10**12` (attention over everything): the byte rings hold the prompt and `max_new_tokens`
+    bytes, not the window (they used to ask for 256 TB), and cached generation is still the reference."""
+    from hat.config import HATConfig, _tiny_sub_configs
+    from hat.generation.decoding import BYTE_CACHE_SLACK
+    from hat.generation.decoding import prefill
+
+    subs = _tiny_sub_configs()
+    for name in ("encoder_config", "decoder_config"):
+        subs[name]["sliding_window"] = 10**12
+    wide = type(model)(HATConfig(**subs)).eval()
+    wide.load_state_dict(model.state_dict())
+    ids, mask = encode(PROMPTS[:2])
+    new = 24  # prompt + new bytes > the fixture's window of 16: the two models attend differently
+    cached = wide.generate(input_ids=ids, attention_mask=mask, max_new_tokens=new, eos_token_id=None)
+    assert torch.equal(cached, reference_greedy(wide, ids, mask, new)[0])
+    state, _ = prefill(wide, ids, mask, max_columns=ids.shape[1] + new)
+    assert state.caches.encoder.capacity == state.caches.decoder.capacity == ids.shape[1] + new + BYTE_CACHE_SLACK
