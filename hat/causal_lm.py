@@ -24,7 +24,7 @@ from typing import Sequence
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import MODEL_TYPE, HATConfig
@@ -115,6 +115,7 @@ def _register() -> None:
         register_checkpoint_conversion_mapping,
     )
     AutoConfig.register(MODEL_TYPE, HATConfig, exist_ok=True)
+    AutoModel.register(HATConfig, HATModel, exist_ok=True)
     AutoModelForCausalLM.register(HATConfig, HATForCausalLM, exist_ok=True)
     if get_checkpoint_conversion_mapping("HATForCausalLM") is None:
         register_checkpoint_conversion_mapping("HATForCausalLM", weight_renaming())

@@ -32,6 +32,7 @@ from typing import Any
 
 from transformers import LlamaConfig, PreTrainedConfig
 
+from .remote_code import CONFIG_AUTO_MAP, write_code_files
 from .special_tokens import BYTE_VOCAB_SIZE, DEFAULT_SPECIAL_TOKEN_DICT, EOT_TOKEN, validate_special_token_dict
 from .splitter import DEFAULT_MAX_WORD_SIZE
 
@@ -292,11 +293,13 @@ class HATConfig(PreTrainedConfig):
             value = kwargs.pop(name, None)
             if value is not None and value != getattr(self, name):
                 raise ValueError(f"{name} ({value!r}) must be {getattr(self, name)}, {_DERIVED[name]}")
-        # Fields the release writes for its vLLM fork; not ours to interpret.
+        # The release's `auto_map` names its own code files (config.py, model.py), `torch_dtype` is for its vLLM fork.
         for key in ("auto_map", "torch_dtype"):
             kwargs.pop(key, None)
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        # Ours: the code files every save writes (`hat.remote_code`), for `trust_remote_code=True` without `hat`.
+        self.auto_map = dict(CONFIG_AUTO_MAP)
         self.validate_hat()
 
     # ------------------------------------------------------------------ derived sizes
@@ -384,6 +387,7 @@ class HATConfig(PreTrainedConfig):
     # ------------------------------------------------------------- (de)serialise
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         self.validate_hat()  # what we write agrees with itself (e.g. after a sub-config was changed in place)
+        write_code_files(save_directory)  # what `auto_map` names, written first so that a push uploads it too
         return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -392,6 +396,7 @@ class HATConfig(PreTrainedConfig):
         out["backbone_config"] = sub_config_to_release_dict(self.backbone_config)
         out["decoder_config"] = sub_config_to_release_dict(self.decoder_config)
         out["model_type"] = MODEL_TYPE
+        out["auto_map"] = dict(CONFIG_AUTO_MAP)
         return out
 
     def to_diff_dict(self) -> dict[str, Any]:

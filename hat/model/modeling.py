@@ -74,6 +74,9 @@ class HATModel(HATPreTrainedModel):
     `word_conditioning` -> `decode`. B rows, T bytes, W words, L bytes per word; E the byte width, D the backbone's.
     """
 
+    # A HATForCausalLM checkpoint loads into the bare model (`AutoModel`) without its head.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
     def __init__(self, config: HATConfig):
         super().__init__(config)
         self.encoder = HATEncoder(config.encoder_config)
