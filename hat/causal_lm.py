@@ -67,6 +67,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
         logits_to_keep: int = 0,
+        position_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
         r"""
@@ -78,9 +79,14 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
             word_lengths (`list[list[int]]` or `torch.LongTensor` of shape `(B, W)`, *optional*): bytes per word of
                 each row (a tensor right-padded with 0, as the data collator gives it); split when omitted.
             logits_to_keep (`int`, *optional*): only compute the last `logits_to_keep` positions' logits (0: all).
+            position_ids (`torch.LongTensor` of shape `(B, T)`, *optional*): packed documents where they restart at 0,
+                as TRL's padding-free batches give them, also `cu_seq_lens_q` / `seq_idx` (`HATModel.forward`);
+                each document is then scored as if alone.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
-        outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
+        packing = {key: kwargs[key] for key in ("cu_seq_lens_q", "seq_idx") if kwargs.get(key) is not None}
+        outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths,
+                             position_ids=position_ids, **packing)
         hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]

@@ -38,7 +38,7 @@ from hat.collator import HATDataCollator
 from hat.model.parts import is_backbone
 from hat.recipes.checks import check_texts
 from hat.recipes.data import DataArguments, load_mixture, pretraining_sequences
-from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
+from hat.recipes.utils import load_model, load_tokenizer, recipe_parser, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def main(script_args: DataArguments, training_args: PretrainConfig, model_args: 
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((DataArguments, PretrainConfig, ModelConfig))
+    return recipe_parser((DataArguments, PretrainConfig, ModelConfig))
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tup
     hat, cfg = model.base_model, model.config
     B, T = input_ids.shape
     device = input_ids.device
-    enc_window, dec_window = cfg.encoder_config.sliding_window, cfg.decoder_config.sliding_window
+    enc_window, dec_window = hat.byte_windows  # keys per byte, as `forward` counts them
     capacity = max(enc_window, dec_window) + BYTE_CACHE_SLACK
     ring = cfg.max_word_size + BYTE_CACHE_SLACK
 
