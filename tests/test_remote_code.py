@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import ast
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.dynamic_module_utils import get_imports, get_relative_import_files
@@ -189,3 +192,36 @@ def test_release_checkpoint_with_its_own_auto_map_loads_with_the_package(tmp_pat
     model.save_pretrained(tmp_path / "ours")
     assert json.loads((tmp_path / "ours" / "config.json").read_text())["auto_map"] == CONFIG_AUTO_MAP
     assert (tmp_path / "ours" / "modeling_hat.py").is_file()
+
+
+@pytest.mark.slow
+def test_trl_sft_cli_trains_without_hat(tmp_path):
+    """`trl sft` (TRL's own script, packing on) with trust_remote_code in a process that cannot import `hat`."""
+    saved = _tiny_hat(tmp_path / "saved")
+    data = Path(__file__).parent / "data" / "recipes" / "chat_en.jsonl"
+    (tmp_path / "sft.yaml").write_text(textwrap.dedent(f"""\
+        model_name_or_path: {saved}
+        trust_remote_code: true
+        datasets: [{{path: json, data_files: {data}}}]
+        assistant_only_loss: true
+        packing: true
+        max_length: 256
+        max_steps: 2
+        per_device_train_batch_size: 2
+        logging_steps: 1
+        use_cpu: true
+        save_strategy: "no"
+        report_to: none
+        output_dir: {tmp_path / "out"}
+        """))
+    script = "import sys; sys.modules['hat'] = None; from trl.cli import main; sys.argv = ['trl', *sys.argv[1:]]; main()"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1",
+                                                                        "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script, "sft", "--config", str(tmp_path / "sft.yaml")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    logged = [float(v) for v in re.findall(r"'loss': '([-0-9.e]+)'", result.stdout + result.stderr)]
+    assert len(logged) == 2 and all(math.isfinite(v) for v in logged)
+    trained, before = HATForCausalLM.from_pretrained(tmp_path / "out"), HATForCausalLM.from_pretrained(saved)
+    assert not torch.equal(trained.lm_head.weight, before.lm_head.weight)
+    assert (tmp_path / "out" / "modeling_hat.py").is_file() and (tmp_path / "out" / "tokenization_hat.py").is_file()
