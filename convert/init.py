@@ -112,6 +112,7 @@ def embedding_rms_of(embedding, dtype: torch.dtype | None = None, chunk_rows: in
     total = 0.0
     for start in range(0, shape[0], chunk_rows):
         rows = embedding[start : start + chunk_rows]
+        rows = rows.detach() if isinstance(rows, torch.Tensor) else rows
         total += float((rows if dtype is None else rows.to(dtype)).double().pow(2).sum())
     return (total / (shape[0] * shape[1])) ** 0.5
 

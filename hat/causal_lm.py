@@ -20,11 +20,12 @@ registered `WeightRenaming` adds the `model.` prefix on load and removes it on s
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import Callable, Sequence
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, GenerationMixin
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import MODEL_TYPE, HATConfig
@@ -90,6 +91,7 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
         word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
         logits_to_keep: int = 0,
         output_hidden_states: bool | None = None,
+        position_ids: torch.LongTensor | None = None,
         objective: Callable[..., CausalLMOutputWithPast] | None = None,
         **kwargs,
     ) -> CausalLMOutputWithPast:
@@ -107,6 +109,9 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
                 states), each decoder layer's output, the last one after the final norm (`lm_head` of it is
                 `logits`); ARCHITECTURE.md §3.9. Default `config.output_hidden_states`; otherwise `hidden_states` is
                 None.
+            position_ids (`torch.LongTensor` of shape `(B, T)`, *optional*): packed documents where they restart at 0,
+                as TRL's padding-free batches give them, also `cu_seq_lens_q` / `seq_idx` (`HATModel.forward`);
+                each document is then scored as if alone.
             objective (`Callable`, *optional*): a training objective that composes the step methods itself, called
                 as `objective(self, input_ids=..., attention_mask=..., labels=..., word_lengths=..., **kwargs)`
                 instead of the forward below (teacher-guided stage 1, ARCHITECTURE.md §7.2). It runs inside this
@@ -124,13 +129,13 @@ class HATForCausalLM(HATPreTrainedModel, GenerationMixin):
             raise ValueError("HATForCausalLM does not return attention weights (output_attentions=True)")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        packing = {key: kwargs[key] for key in ("cu_seq_lens_q", "seq_idx") if kwargs.get(key) is not None}
         hidden_states = None
+        with recording_decoder_layers(self.model) if output_hidden_states else nullcontext() as recorded:
+            outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths,
+                                 position_ids=position_ids, **packing)
         if output_hidden_states:
-            with recording_decoder_layers(self.model) as recorded:
-                outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
             hidden_states = decoder_hidden_states(outputs.encoder_hidden_state, recorded, outputs.last_hidden_state)
-        else:
-            outputs = self.model(input_ids, attention_mask=attention_mask, word_lengths=word_lengths)
         hidden = outputs.last_hidden_state
         if logits_to_keep:
             hidden = hidden[:, -logits_to_keep:]
@@ -186,6 +191,7 @@ def _register() -> None:
         register_checkpoint_conversion_mapping,
     )
     AutoConfig.register(MODEL_TYPE, HATConfig, exist_ok=True)
+    AutoModel.register(HATConfig, HATModel, exist_ok=True)
     AutoModelForCausalLM.register(HATConfig, HATForCausalLM, exist_ok=True)
     if get_checkpoint_conversion_mapping("HATForCausalLM") is None:
         register_checkpoint_conversion_mapping("HATForCausalLM", weight_renaming())

@@ -32,6 +32,7 @@ from typing import Any
 
 from transformers import LlamaConfig, PreTrainedConfig
 
+from .remote_code import CONFIG_AUTO_MAP, write_code_files
 from .special_tokens import BYTE_VOCAB_SIZE, DEFAULT_SPECIAL_TOKEN_DICT, EOT_TOKEN, validate_special_token_dict
 from .splitter import DEFAULT_MAX_WORD_SIZE
 
@@ -238,6 +239,10 @@ class HATConfig(PreTrainedConfig):
         max_word_size (`int`): words longer than this many bytes are cut into chunks.
         sliding_window (`int`, *optional*): byte attention window of encoder and decoder. Derived from their
             sub-configs (which must agree) when not given; checked against them when given.
+        sliding_window_extra_key (`bool`): a byte attends to itself and the `sliding_window` bytes before it
+            (W + 1 keys), as the release's HF code computes on transformers 4.46's flash-attention path; by default
+            (`False`) to itself and the `sliding_window - 1` before it (W keys), as the release's vLLM fork and
+            transformers' own masks do (ARCHITECTURE.md §3.2). Written to `config.json` only when true.
         max_position_embeddings (`int`): longest byte sequence.
         eos_token_id (`int` or `list[int]`, *optional*): defaults to the byte of `<|eot_id|>`; must be special bytes.
         pad_token_id (`int`, *optional*): a byte value.
@@ -262,6 +267,7 @@ class HATConfig(PreTrainedConfig):
         special_token_dict: dict[str, int] | None = None,
         max_word_size: int = DEFAULT_MAX_WORD_SIZE,
         sliding_window: int | None = None,
+        sliding_window_extra_key: bool = False,
         max_position_embeddings: int = 262144,
         eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
@@ -284,6 +290,7 @@ class HATConfig(PreTrainedConfig):
         )
         self.max_word_size = max_word_size
         self.sliding_window = self.encoder_config.sliding_window if sliding_window is None else sliding_window
+        self.sliding_window_extra_key = sliding_window_extra_key
         self.max_position_embeddings = max_position_embeddings
         if eos_token_id is None:
             eos_token_id = self.special_token_dict[EOT_TOKEN]
@@ -292,11 +299,13 @@ class HATConfig(PreTrainedConfig):
             value = kwargs.pop(name, None)
             if value is not None and value != getattr(self, name):
                 raise ValueError(f"{name} ({value!r}) must be {getattr(self, name)}, {_DERIVED[name]}")
-        # Fields the release writes for its vLLM fork; not ours to interpret.
+        # The release's `auto_map` names its own code files (config.py, model.py), `torch_dtype` is for its vLLM fork.
         for key in ("auto_map", "torch_dtype"):
             kwargs.pop(key, None)
         kwargs.setdefault("tie_word_embeddings", False)
         super().__init__(eos_token_id=eos_token_id, pad_token_id=pad_token_id, **kwargs)
+        # Ours: the code files every save writes (`hat.remote_code`), for `trust_remote_code=True` without `hat`.
+        self.auto_map = dict(CONFIG_AUTO_MAP)
         self.validate_hat()
 
     # ------------------------------------------------------------------ derived sizes
@@ -343,6 +352,8 @@ class HATConfig(PreTrainedConfig):
                 f"encoder_config.sliding_window ({enc.sliding_window}) and decoder_config.sliding_window "
                 f"({dec.sliding_window}) must be equal: the release's vLLM fork reads one top-level sliding_window"
             )
+        if not isinstance(self.sliding_window_extra_key, bool):
+            raise ValueError(f"sliding_window_extra_key must be true or false, got {self.sliding_window_extra_key!r}")
         if self.sliding_window != enc.sliding_window:
             raise ValueError(
                 f"sliding_window ({self.sliding_window!r}) must equal encoder_config.sliding_window and "
@@ -384,6 +395,7 @@ class HATConfig(PreTrainedConfig):
     # ------------------------------------------------------------- (de)serialise
     def save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
         self.validate_hat()  # what we write agrees with itself (e.g. after a sub-config was changed in place)
+        write_code_files(save_directory)  # what `auto_map` names, written first so that a push uploads it too
         return super().save_pretrained(save_directory, push_to_hub=push_to_hub, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
@@ -392,6 +404,9 @@ class HATConfig(PreTrainedConfig):
         out["backbone_config"] = sub_config_to_release_dict(self.backbone_config)
         out["decoder_config"] = sub_config_to_release_dict(self.decoder_config)
         out["model_type"] = MODEL_TYPE
+        out["auto_map"] = dict(CONFIG_AUTO_MAP)
+        if not out.get("sliding_window_extra_key"):  # the default: config.json keeps the release's keys
+            out.pop("sliding_window_extra_key", None)
         return out
 
     def to_diff_dict(self) -> dict[str, Any]:

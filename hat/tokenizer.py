@@ -8,7 +8,8 @@ values that never occur in UTF-8 (0xC0, 0xC1, 0xF5-0xFF; the rule is `hat.specia
     tokenizer("Straße")["input_ids"]                 # [83, 116, 114, 97, 195, 159, 101] = list("Straße".encode())
     tokenizer.save_pretrained("out/")                # tokenizer.json, tokenizer_config.json, chat_template.jinja
     tokenizer = HATTokenizer.from_pretrained("out/")
-    # AutoTokenizer.from_pretrained("out/") also works, without this package (see "Two classes" below)
+    tokenizer = AutoTokenizer.from_pretrained("out/", trust_remote_code=True)   # the same, without this package
+    # AutoTokenizer.from_pretrained("out/") loads a stock class, also safe for chats (see "Two classes" below)
 
 The backend is a stock `tokenizers` pipeline: the `ByteLevel` pre-tokenizer (GPT-2's byte <-> unicode alphabet,
 `use_regex=False`, so the whole text is one piece) and a BPE model without merges whose vocabulary maps the
@@ -38,13 +39,16 @@ No injection: only the chat template writes control tokens.
   comes from the same pass, so it stays exact. `apply_chat_template(..., tokenize=False)` returns the plain rendered
   text, in which the template's and the inputs' special strings look alike.
 
-Two classes: `HATTokenizer` is a thin subclass of transformers' `TokenizersBackend` (= `PreTrainedTokenizerFast`).
-It saves `"tokenizer_class": "TokenizersBackend"` and leaves `split_special_tokens` out of tokenizer_config.json,
-so `AutoTokenizer` loads the same files as the stock class, without `trust_remote_code`. The stock class encodes
-the same ids and masks for inputs without special strings, but it treats special strings in plain text and in chat
-messages as control tokens (like every Hugging Face tokenizer). Saving `split_special_tokens=True` would not help
-it: its `apply_chat_template` encodes the rendered text with the same setting, so the template's own `<|eot_id|>`
-would become plain bytes too. Load with `HATTokenizer.from_pretrained` where inputs are untrusted.
+Two classes. `save_pretrained` writes files that load as `HATTokenizer` (`HATTokenizer.from_pretrained`, or
+`AutoTokenizer.from_pretrained(path, trust_remote_code=True)`, which runs the code files the folder carries,
+`hat.remote_code`), and as a stock `TokenizersBackend` with a plain `AutoTokenizer.from_pretrained(path)`. Saving
+`split_special_tokens=True` could not make the stock class safe (its `apply_chat_template` encodes the rendered text
+with that setting, so the template's own `<|eot_id|>` would become plain bytes too); the saved files are a stock
+view instead (`hat.tokenizer_files`): there the control bytes are Unicode noncharacters (U+FDD0 for 192), so the stock
+class reads `<|eot_id|>` in plain text and in messages as its 10 bytes, its chat template writes the noncharacter
+for each end of turn (192), escaping noncharacters inside messages, and it decodes 192 as `<|eot_id|>`. Its ids
+and assistant masks equal ours for every chat; its `eos_token` is "\ufdd0" (id 192), and in plain text the
+noncharacter U+FDD0 itself is the one string that gives a control byte.
 
 Padding: `pad_token` is `<|eot_id|>`, which costs no extra special byte: padded positions are masked by
 `attention_mask`, and TRL sets their labels to -100. `padding_side` is "right", for training; generation code
@@ -55,11 +59,9 @@ ids. `apply_chat_template` encodes in Python and is faster than the stock class.
 """
 
 import bisect
-import json
 import re
 from collections.abc import Iterable, Iterator, Mapping
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 from transformers import BatchEncoding, TokenizersBackend
 from transformers.utils.chat_template_utils import get_json_schema, render_jinja_template
 
@@ -70,10 +72,11 @@ from .special_tokens import (
     special_token_regex,
     validate_special_token_dict,
 )
+from .tokenizer_files import ESCAPE, MARKERS, TEXT_MACRO, StockTokenizer, byte_backend, hat_kwargs_from_stock
 
 DEFAULT_MODEL_MAX_LENGTH = 262144  # bytes; HATConfig.max_position_embeddings
 
-CHAT_TEMPLATE = r"""{{- '<|begin_of_text|>' }}
+CHAT_TEMPLATE = TEXT_MACRO + r"""{{- '<|begin_of_text|>' }}
 {%- for message in messages %}
     {%- if message['content'] is not defined %}
         {{- raise_exception('HAT chat template: every message needs a content (a string or text parts)') }}
@@ -85,13 +88,13 @@ CHAT_TEMPLATE = r"""{{- '<|begin_of_text|>' }}
         {%- endif %}
         {%- set content = message['content'] | map(attribute='text') | join('') %}
     {%- endif %}
-    {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}
+    {{- '<|start_header_id|>' + hat_text(message['role']) + '<|end_header_id|>\n\n' }}
     {%- if message['role'] == 'assistant' %}
         {%- generation %}
-            {{- content + '<|eot_id|>' }}
+            {{- hat_text(content) + '<|eot_id|>' }}
         {%- endgeneration %}
     {%- else %}
-        {{- content + '<|eot_id|>' }}
+        {{- hat_text(content) + '<|eot_id|>' }}
     {%- endif %}
 {%- endfor %}
 {%- if add_generation_prompt %}
@@ -106,30 +109,6 @@ _MARKER_RANGES = (
 )
 _DROP = -1  # segment kinds besides a control token id: a marker (no token) ...
 _TEXT = -2  # ... and plain text (one token per UTF-8 byte)
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's byte -> printable character table, the alphabet of the `ByteLevel` pre-tokenizer and decoder."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    table = {b: chr(b) for b in printable}
-    shifted = (b for b in range(256) if b not in table)
-    for n, b in enumerate(shifted):
-        table[b] = chr(256 + n)
-    return table
-
-
-def _build_backend(special_token_dict: dict[str, int]) -> Tokenizer:
-    byte_to_char = _bytes_to_unicode()
-    id_to_token = {b: byte_to_char[b] for b in range(256)}
-    id_to_token.update({value: token for token, value in special_token_dict.items()})
-    backend = Tokenizer(models.BPE(vocab={token: i for i, token in id_to_token.items()}, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    backend.decoder = decoders.ByteLevel()
-    # Added tokens take the ids the vocabulary already gives their strings, so the vocabulary stays at 256
-    backend.add_special_tokens(
-        [AddedToken(token, special=True, normalized=False) for token in sorted(special_token_dict)]
-    )
-    return backend
 
 
 def build_tokenizer(
@@ -150,7 +129,7 @@ def build_tokenizer(
         DEFAULT_SPECIAL_TOKEN_DICT if special_token_dict is None else special_token_dict
     )
     return HATTokenizer(
-        tokenizer_object=_build_backend(special_token_dict),
+        tokenizer_object=byte_backend(special_token_dict),
         eos_token=EOT_TOKEN,
         pad_token=EOT_TOKEN,
         chat_template=CHAT_TEMPLATE,
@@ -165,9 +144,15 @@ class HATTokenizer(TokenizersBackend):
     """
     `TokenizersBackend` with the no-injection rules of this module's docstring: plain text never yields control tokens
     unless asked (`split_special_tokens=False`), and in `apply_chat_template` only the template writes them.
-    Get one from `build_tokenizer` or `HATTokenizer.from_pretrained` (both default to `split_special_tokens=True`);
-    saved files load as the stock class with `AutoTokenizer`.
+    Get one from `build_tokenizer` or `HATTokenizer.from_pretrained` (both default to `split_special_tokens=True`), or
+    from `AutoTokenizer.from_pretrained(path, trust_remote_code=True)`; without `trust_remote_code`, `AutoTokenizer`
+    loads the saved stock view (`hat.tokenizer_files`).
     """
+
+    def __init__(self, *args, **kwargs):
+        if "special_token_dict" in kwargs:  # files that `save_pretrained` wrote: the stock view
+            kwargs = hat_kwargs_from_stock(kwargs)
+        super().__init__(*args, **kwargs)
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
@@ -223,6 +208,7 @@ class HATTokenizer(TokenizersBackend):
                 continue_final_message=continue_final_message,
                 tokenize=False,
                 **kwargs,
+                hat_tokenizer=True,
             )
         if return_assistant_tokens_mask and not return_dict:
             raise ValueError("`return_assistant_tokens_mask=True` requires `return_dict=True` and `tokenize=True`")
@@ -268,6 +254,7 @@ class HATTokenizer(TokenizersBackend):
             continue_final_message=continue_final_message,
             add_generation_prompt=add_generation_prompt,
             **{**self.special_tokens_map, **kwargs},  # the special token variables are the template's own
+            hat_tokenizer=True,  # inputs are marked here: the template need not escape the stock markers
         )
         input_ids, assistant_masks = [], []
         for i, text in enumerate(rendered):
@@ -318,18 +305,16 @@ class HATTokenizer(TokenizersBackend):
             raise ValueError(f"token id {ids[i]!r} at position {i} is not a byte value: HAT token ids are 0-255")
         return super()._decode(token_ids, skip_special_tokens, clean_up_tokenization_spaces, **kwargs)
 
-    def _save_pretrained(self, save_directory, file_names, legacy_format=None, filename_prefix=None):
-        # Runs after the base class wrote tokenizer_config.json and before any upload: name the stock class, so that
-        # AutoTokenizer needs neither this package nor trust_remote_code, and leave the stock default
-        # split_special_tokens=False, with which its chat template still writes control tokens (module docstring).
-        config_file = file_names[0]
-        with open(config_file, encoding="utf-8") as f:
-            config = json.load(f)
-        config["tokenizer_class"] = "TokenizersBackend"
-        config.pop("split_special_tokens", None)
-        with open(config_file, "w", encoding="utf-8") as f:
-            f.write(json.dumps(config, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
-        return super()._save_pretrained(save_directory, file_names, legacy_format, filename_prefix)
+    def save_pretrained(self, save_directory, **kwargs):
+        """Save the stock view of this tokenizer (`hat.tokenizer_files.StockTokenizer`): the files load as
+        `HATTokenizer` with `HATTokenizer.from_pretrained` or `AutoTokenizer(..., trust_remote_code=True)`, and as a
+        stock `TokenizersBackend` that reads special strings in text as plain bytes with `AutoTokenizer`."""
+        stock = StockTokenizer(
+            self.special_token_dict, eos_token=self.eos_token, pad_token=self.pad_token,
+            chat_template=self.chat_template, model_max_length=self.model_max_length, padding_side=self.padding_side,
+            truncation_side=self.truncation_side,
+        )
+        return stock.save_pretrained(save_directory, **kwargs)
 
 
 def _strings(obj):
@@ -351,7 +336,7 @@ def _pick_markers(strings: Iterable[str], chat_template: str, specials: dict[str
     Raises:
         `ValueError`: if the inputs use every code point (more than a million distinct characters).
     """
-    used = set(chat_template).union(*specials)
+    used = set(chat_template).union(*specials, MARKERS.values(), ESCAPE)
     for s in strings:
         used.update(s)
     free = _free_chars(used)

@@ -35,7 +35,7 @@ from trl import DPOConfig, DPOTrainer, ModelConfig, TrlParser
 
 from hat.recipes.checks import check_preferences
 from hat.recipes.data import DataArguments, load_mixture, preference_as_chat, preference_overflow
-from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
+from hat.recipes.utils import load_model, load_tokenizer, lora_config, recipe_parser, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def main(script_args: DataArguments, training_args: DPOConfig, model_args: Model
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((DataArguments, DPOConfig, ModelConfig))
+    return recipe_parser((DataArguments, DPOConfig, ModelConfig))
 
 
 if __name__ == "__main__":

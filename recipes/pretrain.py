@@ -42,8 +42,8 @@ from hat.recipes.checks import check_texts
 from hat.recipes.data import DataArguments, load_mixture, pretraining_sequences
 from hat.recipes.heldout import HeldoutCallback
 from hat.recipes.teacher_guidance import TEACHER_KEYS, GuidanceWeights, TeacherGuidance
+from hat.recipes.utils import load_model, load_tokenizer, recipe_parser, setup_logging, train_and_save
 from hat.teacher import TEACHER_DIR
-from hat.recipes.utils import load_model, load_tokenizer, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
@@ -302,7 +302,7 @@ def teacher_guidance(model, config, collator, args: PretrainConfig, model_path: 
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((DataArguments, PretrainConfig, ModelConfig))
+    return recipe_parser((DataArguments, PretrainConfig, ModelConfig))
 
 
 if __name__ == "__main__":

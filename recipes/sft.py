@@ -13,9 +13,12 @@ puts the loss on those bytes only.
 Lengths are bytes. A conversation longer than `max_length` is cut to its first `max_length` bytes (TRL's
 `truncation_mode: keep_start`); one left with no assistant byte is dropped. Both counts are logged.
 
-Every row is its own sequence (`padding_free: false`, `packing: false`): words are split in each row, and a row
-holding several packed conversations would let words run across them. TRL's collator is wrapped in
-`hat.collator.HATDataCollator`, which adds each row's word lengths, so the model's `forward` does not split words.
+By default every conversation is its own row (`padding_free: false`, `packing: false`). `packing: true` (TRL's
+best-fit packing) and `padding_free: true` put several conversations in one row, with `position_ids` restarting at 0
+for each: the model reads every conversation as if it were alone (its own attention in encoder, backbone and decoder,
+its own words and positions, ARCHITECTURE.md §3.1), so packing changes the speed, not the loss. TRL's collator is
+wrapped in `hat.collator.HATDataCollator`, which adds each row's word lengths (conversation by conversation in a
+packed row), so the model's `forward` does not split words.
 """
 
 from __future__ import annotations
@@ -29,20 +32,18 @@ from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser
 from hat.collator import HATDataCollator
 from hat.recipes.checks import check_chats
 from hat.recipes.data import DataArguments, chat_lengths, load_mixture
-from hat.recipes.utils import load_model, load_tokenizer, lora_config, setup_logging, train_and_save
+from hat.recipes.utils import load_model, load_tokenizer, lora_config, recipe_parser, setup_logging, train_and_save
 
 logger = logging.getLogger(__name__)
 
 
 def main(script_args: DataArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
     setup_logging(training_args)
-    if training_args.padding_free or training_args.packing:
-        raise ValueError(
-            "HAT cannot train padding-free or packed batches (`padding_free` / `packing`): words would run across "
-            "the packed sequences. Set `padding_free: false` and `packing: false`."
-        )
     if not training_args.assistant_only_loss:
         logger.warning("assistant_only_loss is false: the loss covers the prompts too")
+    if training_args.packing and training_args.packing_strategy == "wrapped" and not training_args.padding_free:
+        logger.warning("packing_strategy 'wrapped' cuts rows at max_length: conversations attend to each other and "
+                       "the words at the cuts are split in two; the default 'bfd' keeps each conversation apart")
 
     # ------------------------------------------------------------------ load data
     tokenizer = load_tokenizer(model_args.model_name_or_path)
@@ -91,7 +92,7 @@ def main(script_args: DataArguments, training_args: SFTConfig, model_args: Model
 
 
 def make_parser() -> TrlParser:
-    return TrlParser((DataArguments, SFTConfig, ModelConfig))
+    return recipe_parser((DataArguments, SFTConfig, ModelConfig))
 
 
 if __name__ == "__main__":

@@ -152,7 +152,7 @@ class TeacherGuidance:
             scale = state_matching(torch.zeros_like(target), target, matched).clamp(min=1e-6)
             enc = state_matching(student, target, matched) / scale
             loss = loss + self.w.encoder_loss_weight * enc
-            metrics["encoder_loss"] = float(enc)
+            metrics["encoder_loss"] = float(enc.detach())
 
         # Decoder conditioning: the teacher's state at the latest token ending at or before each word's end
         own = self.own_fraction(step)
@@ -176,13 +176,13 @@ class TeacherGuidance:
             targets = targets.masked_fill(~trusted, -100)
         ce = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
         loss = loss + self.w.ce_loss_weight * ce
-        metrics["byte_ce"] = float(ce)
+        metrics["byte_ce"] = float(ce.detach())
 
         # Distillation from the teacher's next-token distributions
         if self.w.distill_loss != "none" and self.w.distill_loss_weight:
             distill = self._distillation(logits, batch, layout, teacher.last_hidden_state, targets)
             loss = loss + self.w.distill_loss_weight * distill
-            metrics["distill_loss"] = float(distill)
+            metrics["distill_loss"] = float(distill.detach())
         metrics["own_fraction"] = own
         return loss, metrics
 

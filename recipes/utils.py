@@ -1,5 +1,5 @@
-"""What the three recipes share: logging, loading the model and tokenizer, the LoRA layout of a HAT, and resuming
-from the newest complete checkpoint."""
+"""What the three recipes share: the argument parser, logging, loading the model and tokenizer, the LoRA layout
+of a HAT, and resuming from the newest complete checkpoint."""
 
 from __future__ import annotations
 
@@ -15,13 +15,24 @@ import torch
 import transformers
 from peft import LoraConfig
 from transformers import AutoConfig, AutoModelForCausalLM, TrainingArguments
-from trl import ModelConfig, get_peft_config
+from trl import ModelConfig, TrlParser, get_peft_config
 
 import hat  # noqa: F401  (registers HATForCausalLM with the Auto classes)
 from hat.model.parts import BACKBONE_LORA_TARGETS, LORA_MODULES_TO_SAVE
 from hat.tokenizer import HATTokenizer, build_tokenizer
 
 logger = logging.getLogger(__name__)
+
+
+def recipe_parser(dataclass_types: tuple[type, ...]) -> TrlParser:
+    """TRL's parser of a recipe's YAML and command line. On a machine without an accelerator, a run of several
+    processes (`accelerate launch --num_processes N`, `torchrun`) gets `ddp_backend: gloo` unless the YAML or the
+    command line set one: the Trainer's distributed state is made while the arguments are parsed, and without a
+    backend it would count one process (DeepSpeed then refuses the batch size). A single process keeps none."""
+    parser = TrlParser(dataclass_types)
+    if not torch.accelerator.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        parser.set_defaults(ddp_backend="gloo")
+    return parser
 
 
 def setup_logging(training_args: TrainingArguments) -> None:

@@ -57,9 +57,35 @@ def test_left_padding_and_no_mask():
     assert torch.equal(left, right)
     one = HATDataCollator(lambda rows: {"input_ids": torch.tensor([rows[0]["input_ids"]])}, config)(rows)
     assert one["word_lengths"][0].tolist() == [len(w) for w in split_words(TEXTS[0])]
-    packed = HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=EOT, padding_free=True), config)
-    with pytest.raises(ValueError, match="padding-free batch"):
-        packed(rows)
+
+
+def test_padding_free_batches_are_split_document_by_document(tiny_model):
+    """TRL's padding-free batch (one row, position_ids restarting at 0): each document's own words, so the model's
+    forward neither splits nor sees a word across two documents, and the logits are those of the split model."""
+    rows = features()
+    packed = HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=EOT, padding_free=True), tiny_model.config)
+    batch = packed(rows)
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    expected = [n for r in rows for n in word_lengths_from_bytes(r["input_ids"], {EOT}, tiny_model.config.max_word_size)]
+    assert batch["word_lengths"][0].tolist() == expected
+    with splitter_calls() as calls:
+        with_lengths = tiny_model(**batch).logits
+    assert calls == []
+    without = {k: v for k, v in batch.items() if k != "word_lengths"}
+    torch.testing.assert_close(with_lengths, tiny_model(**without).logits, rtol=0, atol=0)
+
+
+def test_transformers_language_modeling_collator_is_refused():
+    """transformers' collator would set every eos byte's label to -100 (pad == eos); TRL's keeps them."""
+    from transformers import DataCollatorForLanguageModeling as StockCollator
+
+    from hat.tokenizer import build_tokenizer
+
+    config, tokenizer = HATConfig.tiny(), build_tokenizer()
+    with pytest.raises(ValueError, match="sets the label of every byte 192 \\(the pad id\\) to -100"):
+        HATDataCollator(StockCollator(tokenizer, mlm=False), config)
+    labels = HATDataCollator(DataCollatorForLanguageModeling(pad_token_id=EOT), config)(features())["labels"]
+    assert (labels == EOT).sum() == 1  # the eos byte inside row 1 is a target
 
 
 def test_forward_with_collated_word_lengths_does_not_split_and_gives_the_same_loss(tiny_model):

@@ -109,6 +109,7 @@ def drop(d: dict, key: str) -> None:
         (lambda d: d.update(special_token_dict={"<|pad|>": 245}), re.escape("must contain '<|eot_id|>'")),
         (lambda d: d.update(eos_token_id=65), r"eos_token_id \(65\) must be the byte value\(s\) of special tokens"),
         (lambda d: d.update(pad_token_id=300), r"pad_token_id must be a byte value \(0-255\) or None, got 300"),
+        (lambda d: d.update(sliding_window_extra_key=1), r"sliding_window_extra_key must be true or false, got 1"),
         # the derived sizes, if given, agree
         (lambda d: d.update(vocab_size=300), r"vocab_size \(300\) must be 256"),
         (lambda d: d.update(hidden_size=32), r"hidden_size \(32\) must be 64, backbone_config.hidden_size"),
@@ -137,6 +138,27 @@ def test_sliding_window_is_derived_and_written_as_the_sub_configs_say(tmp_path):
     with pytest.raises(ValueError, match=r"encoder_config.sliding_window \(40\) and decoder_config.sliding_window \(8\)"):
         config.save_pretrained(tmp_path / "again")
     assert not (tmp_path / "again" / "config.json").exists()
+
+
+def test_sliding_window_extra_key_is_written_only_when_set(tmp_path):
+    """The window convention (ARCHITECTURE.md §3.2): W keys by default, and config.json keeps the release's keys."""
+    HATConfig.tiny().save_pretrained(tmp_path / "default")
+    assert "sliding_window_extra_key" not in json.loads((tmp_path / "default" / "config.json").read_text())
+    assert HATConfig.from_pretrained(tmp_path / "default").sliding_window_extra_key is False
+    HATConfig.tiny(sliding_window_extra_key=True).save_pretrained(tmp_path / "extra")
+    assert json.loads((tmp_path / "extra" / "config.json").read_text())["sliding_window_extra_key"] is True
+    assert HATConfig.from_pretrained(tmp_path / "extra").sliding_window_extra_key is True
+
+
+def test_auto_map_names_our_code_files_also_for_a_release_config(tmp_path):
+    """A config read with the release's auto_map (its config.py / model.py) is saved with ours, and the files."""
+    raw = HATConfig.tiny().to_dict() | {"auto_map": {"AutoConfig": "config.HATArchitectureConfig"}}
+    config = HATConfig(**raw)
+    assert config.auto_map == {"AutoConfig": "configuration_hat.HATConfig", "AutoModel": "modeling_hat.HATModel",
+                               "AutoModelForCausalLM": "modeling_hat.HATForCausalLM"}
+    config.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["auto_map"] == config.auto_map
+    assert {"configuration_hat.py", "modeling_hat.py", "tokenization_hat.py"} <= {p.name for p in tmp_path.iterdir()}
 
 
 def test_release_options_that_are_implemented_or_inert_round_trip(tmp_path):

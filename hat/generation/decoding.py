@@ -154,7 +154,7 @@ def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, hidden
     hat, cfg = model.base_model, model.config
     B, T = input_ids.shape
     device = input_ids.device
-    enc_window, dec_window = cfg.encoder_config.sliding_window, cfg.decoder_config.sliding_window
+    enc_window, dec_window = hat.byte_windows  # keys per byte, as `forward` counts them
     reach = max(enc_window, dec_window) if max_columns is None else min(max(enc_window, dec_window), max_columns)
     capacity = reach + BYTE_CACHE_SLACK
     ring = cfg.max_word_size + BYTE_CACHE_SLACK

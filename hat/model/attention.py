@@ -4,12 +4,18 @@ of the pooling and the decoder (RoPE on queries and keys; queries from one strea
 from __future__ import annotations
 
 import copy
+import inspect
 from typing import Protocol, Sequence
 
 import torch
 from torch import nn
 from transformers import LlamaConfig
-from transformers.models.llama.modeling_llama import LlamaRMSNorm, LlamaRotaryEmbedding, apply_rotary_pos_emb
+from transformers.models.llama.modeling_llama import (
+    LlamaDecoderLayer,
+    LlamaRMSNorm,
+    LlamaRotaryEmbedding,
+    apply_rotary_pos_emb,
+)
 
 from ..config import CrossAttentionConfig
 
@@ -26,14 +32,24 @@ class LayerStack(Protocol):
     ) -> torch.Tensor: ...
 
 
+# The name of `LlamaDecoderLayer.forward`'s KV cache argument: `cache` from transformers 5.24 (where the old name
+# `past_key_values` warns that it goes in 5.40), `past_key_values` in 5.23, which pyproject.toml also allows.
+_CACHE_ARG = "cache" if "cache" in inspect.signature(LlamaDecoderLayer.forward).parameters else "past_key_values"
+
+
+def run_llama_layer(layer: LlamaDecoderLayer, hidden_states, attention_mask, positions, position_embeddings, cache=None):
+    """One Llama decoder layer over (B, N, D) states; it updates `cache` (a KV cache) when one is given."""
+    return layer(
+        hidden_states, attention_mask=attention_mask, position_ids=positions, use_cache=cache is not None,
+        position_embeddings=position_embeddings, **{_CACHE_ARG: cache},
+    )
+
+
 def run_layers(layers, hidden_states, attention_mask, positions, position_embeddings, past_key_values=None):
     """Llama decoder layers in sequence over (B, N, D) states; each updates `past_key_values` when one is given."""
     for layer in layers:
-        hidden_states = layer(
-            hidden_states, attention_mask=attention_mask, position_ids=positions,
-            past_key_values=past_key_values, use_cache=past_key_values is not None,
-            position_embeddings=position_embeddings,
-        )
+        hidden_states = run_llama_layer(layer, hidden_states, attention_mask, positions, position_embeddings,
+                                        past_key_values)
     return hidden_states
 
 

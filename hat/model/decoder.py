@@ -12,7 +12,7 @@ from transformers import LlamaConfig
 from transformers.cache_utils import Cache
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
-from .attention import HATCrossAttention, LayerStack
+from .attention import HATCrossAttention, LayerStack, run_llama_layer
 from .layout import gather_words
 from .parts import freeze_inert
 
@@ -22,10 +22,17 @@ class HATDecoderConnector(nn.Module):
         super().__init__()
         self.first_word_embedding = nn.Parameter(torch.empty(1, 1, backbone_hidden_size))
 
-    def forward(self, word_states: torch.Tensor) -> torch.Tensor:
-        """word_states (B, W, D) -> word_preds (B, W, D): slot i holds the backbone's prediction for word i."""
-        first = self.first_word_embedding.expand(word_states.shape[0], 1, -1).to(word_states.dtype)
-        return torch.cat([first, word_states[:, :-1]], dim=1)
+    def forward(self, word_states: torch.Tensor, first_words: torch.Tensor | None = None) -> torch.Tensor:
+        """word_states (B, W, D) -> word_preds (B, W, D): slot i holds the backbone's prediction for word i.
+
+        `first_words` (B, W) bool, optional: the words that get the learned first-word vector instead of the word
+        before them (the first word of each packed document); default: word 0.
+        """
+        first = self.first_word_embedding.expand(word_states.shape[0], 1, -1).to(word_states.dtype)  # (B, 1, D)
+        word_preds = torch.cat([first, word_states[:, :-1]], dim=1)  # (B, W, D)
+        if first_words is not None:
+            word_preds = torch.where(first_words[..., None], first, word_preds)
+        return word_preds
 
 
 class HATDecoderBlock(nn.Module):
@@ -84,9 +91,6 @@ class HATDecoder(nn.Module):
             # Word conditioning: every byte of word i gets the prediction for word i.
             if term is not None:
                 hidden_states = hidden_states + (term if byte_word is None else gather_words(term, byte_word))
-            hidden_states = block.llama_layer(
-                hidden_states, attention_mask=attention_mask, position_ids=positions,
-                past_key_values=past_key_values, use_cache=past_key_values is not None,
-                position_embeddings=position_embeddings,
-            )
+            hidden_states = run_llama_layer(block.llama_layer, hidden_states, attention_mask, positions,
+                                            position_embeddings, past_key_values)
         return hidden_states

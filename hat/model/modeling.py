@@ -6,6 +6,7 @@ times `model.lm_head.weight` are the logits (TRL's fused LM head relies on it); 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -20,7 +21,7 @@ from .attention import LayerStack
 from .backbone import HATBackbone
 from .decoder import HATDecoder, HATDecoderConnector
 from .encoder import HATEncoder
-from .layout import WordLayout, build_layout
+from .layout import WordLayout, build_layout, document_lengths, packed_documents, packed_word_lengths
 from .pooling import HATEncoderConnector
 
 
@@ -74,6 +75,9 @@ class HATModel(HATPreTrainedModel):
     `word_conditioning` -> `decode`. B rows, T bytes, W words, L bytes per word; E the byte width, D the backbone's.
     """
 
+    # A HATForCausalLM checkpoint loads into the bare model (`AutoModel`) without its head.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
     def __init__(self, config: HATConfig):
         super().__init__(config)
         self.encoder = HATEncoder(config.encoder_config)
@@ -96,6 +100,7 @@ class HATModel(HATPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
         past_key_values: HATCaches | None = None,
+        position_ids: torch.LongTensor | None = None,
         **kwargs,
     ) -> HATModelOutput:
         r"""
@@ -106,9 +111,13 @@ class HATModel(HATPreTrainedModel):
                 each row (a tensor right-padded with 0); computed with the splitter when omitted.
             past_key_values (`HATCaches`, *optional*): caches for the encoder, the backbone and the decoder, filled
                 with the whole batch (cached generation's prefill).
+            position_ids (`torch.LongTensor` of shape `(B, T)`, *optional*): only where they restart, read as the
+                starts of packed documents (TRL's padding-free batches); so are `cu_seq_lens_q` and `seq_idx` in
+                `kwargs` (see `hat.model.layout.packed_documents`). Each document is then scored as if alone.
+                Byte and word positions are always counted from each document's start.
 
         Raises:
-            ValueError: ids outside 0-255, or word lengths that do not match the bytes.
+            ValueError: ids outside 0-255, word lengths that do not match the bytes or that cross documents.
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be (batch, bytes), got shape {tuple(input_ids.shape)}")
@@ -116,11 +125,14 @@ class HATModel(HATPreTrainedModel):
             raise ValueError(f"input_ids must be byte values 0-255, got range [{int(input_ids.min())}, {int(input_ids.max())}]")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        layout = self.layout(input_ids, attention_mask, word_lengths)
+        documents = packed_documents(input_ids.shape, position_ids, kwargs.get("cu_seq_lens_q"), kwargs.get("seq_idx"))
+        if documents is not None and past_key_values is not None:
+            raise ValueError("packed documents (position_ids, cu_seq_lens_q, seq_idx) cannot fill generation caches")
+        layout = self.layout(input_ids, attention_mask, word_lengths, documents)
         encoder_cache, word_cache, decoder_cache = (None, None, None) if past_key_values is None else (
             past_key_values.encoder, past_key_values.backbone, past_key_values.decoder)
         dtype = self.encoder.embedding_layer.weight.dtype
-        windows = self.config.encoder_config.sliding_window, self.config.decoder_config.sliding_window
+        windows = self.byte_windows
 
         # Encoder: bytes -> byte states
         encoder_mask = layout.byte_mask(windows[0], dtype)  # (B, 1, T, T)
@@ -135,7 +147,7 @@ class HATModel(HATPreTrainedModel):
         word_states = self.run_backbone(word_embeds, layout.word_mask(dtype), layout.word_positions, word_cache)
 
         # Decoder: bytes of word i, conditioned on the prediction for word i -> next-byte states
-        word_preds = self.predict_words(word_states)  # (B, W, D)
+        word_preds = self.predict_words(word_states, layout.first_words)  # (B, W, D)
         decoder_mask = encoder_mask if windows[1] == windows[0] else layout.byte_mask(windows[1], dtype)
         last_hidden_state = self.decode(
             byte_states, self.word_conditioning(word_preds), layout.byte_word, decoder_mask, layout.byte_positions,
@@ -145,26 +157,34 @@ class HATModel(HATPreTrainedModel):
                               word_lengths=layout.word_lengths, encoder_hidden_state=byte_states)
 
     # ------------------------------------------------------------------------------------------ the steps
-    def word_lengths(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[list[int]]:
-        """Split each row's real bytes into words with the model's splitting rule (on the CPU)."""
+    def word_lengths(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, documents: torch.Tensor | None = None
+    ) -> list[list[int]]:
+        """Split each row's real bytes into words with the model's splitting rule (on the CPU); with `documents`
+        (B, T), each packed document on its own."""
         from ..splitter import word_lengths_batch
 
         ids = input_ids.cpu().numpy()
         mask = attention_mask.bool().cpu().numpy()
         rows = [ids[b][mask[b]].tolist() for b in range(ids.shape[0])]
-        return word_lengths_batch(rows, self.config.special_byte_values, self.config.max_word_size)
+        split = functools.partial(word_lengths_batch, special_byte_values=self.config.special_byte_values,
+                                  max_word_size=self.config.max_word_size)
+        if documents is None:
+            return split(rows)
+        return packed_word_lengths(rows, document_lengths(documents, attention_mask), split)
 
     def layout(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-        word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None,
+        word_lengths: Sequence[Sequence[int]] | torch.LongTensor | None = None, documents: torch.Tensor | None = None,
     ) -> WordLayout:
         """input_ids, attention_mask (B, T) -> where every byte and word sits (`hat.model.layout.WordLayout`).
 
         `word_lengths` (list of lists, or (B, W) right-padded with 0), optional: the words are split when omitted.
+        `documents` (B, T), optional: the document of each byte of packed rows (`hat.model.layout.packed_documents`).
         """
         if word_lengths is None:
-            word_lengths = self.word_lengths(input_ids, attention_mask)
-        return build_layout(word_lengths, attention_mask)
+            word_lengths = self.word_lengths(input_ids, attention_mask, documents)
+        return build_layout(word_lengths, attention_mask, documents)
 
     def encode(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, positions: torch.Tensor,
@@ -200,10 +220,10 @@ class HATModel(HATPreTrainedModel):
         """
         return self.backbone(word_embeds, attention_mask, positions, past_key_values, num_layers, first_layer)
 
-    def predict_words(self, word_states: torch.Tensor) -> torch.Tensor:
+    def predict_words(self, word_states: torch.Tensor, first_words: torch.Tensor | None = None) -> torch.Tensor:
         """word_states (B, W, D) -> word_preds (B, W, D): the prediction for word i (from word i-1; a learned one
-        for word 0)."""
-        return self.decoder_connector(word_states)
+        for word 0, or for each word marked in `first_words` (B, W), the first words of packed documents)."""
+        return self.decoder_connector(word_states, first_words)
 
     def word_conditioning(self, word_preds: torch.Tensor) -> list[torch.Tensor | None]:
         """word_preds (B, W, D) -> per decoder block the term each byte of word i adds, (B, W, E) (None: none)."""
@@ -226,6 +246,13 @@ class HATModel(HATPreTrainedModel):
         return self.layer_norm(byte_states)
 
     # ---------------------------------------------------------------- what cached decoding also needs
+    @property
+    def byte_windows(self) -> tuple[int, int]:
+        """How many keys a byte attends to in the encoder and in the decoder: itself and the `sliding_window - 1`
+        bytes before it, one more with `config.sliding_window_extra_key` (ARCHITECTURE.md §3.2)."""
+        extra = int(self.config.sliding_window_extra_key)
+        return self.config.encoder_config.sliding_window + extra, self.config.decoder_config.sliding_window + extra
+
     def byte_layers(self) -> tuple[list[nn.Module], list[nn.Module]]:
         """The Llama layers of the encoder and of the decoder, in order (what a `layer_stack` runs)."""
         return list(self.encoder.layers), [block.llama_layer for block in self.decoder.decoder_layers]

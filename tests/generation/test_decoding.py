@@ -25,9 +25,10 @@ def test_prefill_is_the_forward_and_books_each_rows_words(model):
 
 
 # --------------------------------------------------------------------------------- cached == full recompute
-@pytest.mark.parametrize("scale", [4.0, 8.0])
-def test_cached_greedy_equals_full_recompute(scale):
-    model = make_model(scale, seed=1)
+@pytest.mark.parametrize("scale, extra_key", [(4.0, False), (8.0, False), (4.0, True)])
+def test_cached_greedy_equals_full_recompute(scale, extra_key):
+    """Also with the other window convention (`sliding_window_extra_key`: W + 1 keys per byte)."""
+    model = make_model(scale, seed=1, sliding_window_extra_key=extra_key)
     ids, mask = encode(PROMPTS)
     steps = 40  # prompts + 40 bytes > the tiny model's 16-byte window: the byte caches wrap around
     ref_ids, ref_logits = reference_greedy(model, ids, mask, steps)

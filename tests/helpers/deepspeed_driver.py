@@ -37,7 +37,8 @@ def main(model: str, out: str, dpo_config: str, teacher_model: str) -> None:
         ("sft", "sft", [], None),
         ("dpo", "dpo", [], Path(dpo_config)),
     ]:
-        trainer = run_recipe(stage, Path(model), out / name, "--ddp_backend", "gloo", *overrides, config=config)
+        # no --ddp_backend: without an accelerator, the recipes choose gloo for several processes themselves
+        trainer = run_recipe(stage, Path(model), out / name, *overrides, config=config)
         results[name] = trainer.state.log_history
     ref = trainer.ref_model  # a DeepSpeed engine; under ZeRO-3 its parameters are sharded
     with deepspeed.zero.GatheredParameters(list(ref.parameters())):

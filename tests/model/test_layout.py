@@ -5,7 +5,9 @@ import random
 import pytest
 import torch
 
-from hat.model.layout import build_layout, causal_mask, gather_words
+from hat.model.layout import (
+    build_layout, causal_mask, document_lengths, gather_words, packed_documents, packed_word_lengths,
+)
 
 
 def test_layout_bookkeeping():
@@ -128,3 +130,49 @@ def test_gather_words_picks_along_dim_1():
     out = gather_words(x, index)
     assert out.shape == (2, 1, 2, 3)
     assert torch.equal(out[0, 0, 1], x[0, 3]) and torch.equal(out[1, 0, 0], x[1, 2])
+
+
+def test_packed_documents_from_each_form():
+    """position_ids restarting at 0 (transformers' rule: wherever they do not step by 1), cu_seq_lens, seq_idx: one
+    reading of the same packed row."""
+    position_ids = torch.tensor([[0, 1, 2, 0, 1, 0, 0]])
+    expected = [[0, 0, 0, 1, 1, 2, 3]]
+    assert packed_documents((1, 7), position_ids=position_ids).tolist() == expected
+    cu = torch.tensor([0, 3, 5, 6, 7], dtype=torch.int32)
+    assert packed_documents((1, 7), cu_seq_lens=cu).tolist() == expected
+    seq_idx = torch.tensor([[0, 0, 0, 1, 1, 2, 3]])
+    assert packed_documents((1, 7), seq_idx=seq_idx).tolist() == seq_idx.tolist()
+    assert packed_documents((1, 7)) is None
+    assert packed_documents((2, 3), position_ids=torch.arange(3).expand(2, 3)).tolist() == [[0, 0, 0], [0, 0, 0]]
+    with pytest.raises(ValueError, match=r"cu_seq_lens must run from 0 to 7 \(one packed row\)"):
+        packed_documents((1, 7), cu_seq_lens=torch.tensor([0, 3, 6]))
+    with pytest.raises(ValueError, match=r"position_ids must be \(1, 7\), got shape \(1, 6\)"):
+        packed_documents((1, 7), position_ids=position_ids[:, :6])
+
+
+def test_packed_layout_restarts_positions_and_keeps_documents_apart():
+    # Row 0: documents of 3 and 4 bytes (words 2+1 | 1+3); row 1: one document, left padded
+    documents = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [5, 5, 6, 6, 6, 6, 6]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]])
+    layout = build_layout([[2, 1, 1, 3], [2, 3]], mask, documents)
+    assert layout.byte_positions.tolist() == [[0, 1, 2, 0, 1, 2, 3], [0, 0, 0, 1, 2, 3, 4]]
+    assert layout.word_positions.tolist() == [[0, 1, 0, 1], [0, 1, 0, 0]]
+    assert layout.first_words.tolist() == [[True, False, True, False], [True, False, False, False]]
+    byte_mask = layout.byte_mask(16, torch.float32)[0, 0] == 0  # (T, T) allowed
+    assert not byte_mask[3:, :3].any() and byte_mask[2, :3].all() and byte_mask[6, 3:].all()
+    word_mask = layout.word_mask(torch.float32)[0, 0] == 0
+    assert word_mask.tolist()[2] == [False, False, True, False] and word_mask.tolist()[3] == [False, False, True, True]
+    # without documents, the same row is one document
+    plain = build_layout([[2, 1, 1, 3], [2, 3]], mask)
+    assert plain.first_words is None and plain.word_positions.tolist() == [[0, 1, 2, 3], [0, 1, 2, 3]]
+    with pytest.raises(ValueError, match=r"row 0: word 1 \(2 bytes\) spans two packed documents"):
+        build_layout([[2, 2, 3]], mask[:1], documents[:1])
+
+
+def test_packed_word_lengths_split_each_document_on_its_own():
+    documents = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [0, 0, 2, 2, 2, 3, 3]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1, 1]])
+    assert document_lengths(documents, mask) == [[3, 4], [3, 2]]
+    rows = [list(b"abcdefg"), list(b"xyzuv")]
+    split = lambda pieces: [[len(p)] for p in pieces]  # noqa: E731  (one word per document)
+    assert packed_word_lengths(rows, document_lengths(documents, mask), split) == [[3, 4], [3, 2]]

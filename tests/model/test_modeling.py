@@ -150,3 +150,90 @@ def test_byte_layers_and_position_embeddings_are_the_stacks(tiny_model):
     expected = hat.encoder.rotary_emb(x, positions)
     torch.testing.assert_close(cos, expected[0])
     torch.testing.assert_close(sin, expected[1])
+
+
+# ----------------------------------------------------------------------------------------- packed documents
+# Longer than the tiny window (16 bytes), special and invalid bytes, one a single byte: every document as it is alone
+DOCUMENTS = [
+    "Hello, world! This first document is longer than the byte window.".encode(),
+    "Zweites Dokument: Straße über Brücken.".encode() + bytes([192]),
+    b"x",
+    "emoji 👍🏽 and a stray byte".encode() + b"\xc0\xff" + b" end",
+]
+
+
+def packed_row(documents: list[bytes]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One padding-free row as TRL's collator makes it: the bytes, position_ids restarting at 0, cu_seq_lens."""
+    ids = torch.tensor([[b for d in documents for b in d]])
+    position_ids = torch.cat([torch.arange(len(d)) for d in documents])[None]
+    cu_seq_lens = torch.tensor([0, *torch.tensor([len(d) for d in documents]).cumsum(0).tolist()], dtype=torch.int32)
+    return ids, position_ids, cu_seq_lens
+
+
+def test_packed_documents_are_scored_as_if_alone(tiny_model):
+    """Every document of a packed row has the logits it has alone, whichever form marks the documents: per-document
+    attention in encoder, backbone and decoder, words split per document, positions restarting."""
+    alone = torch.cat([tiny_model(torch.tensor([list(d)])).logits[0] for d in DOCUMENTS])  # (T, 256)
+    ids, position_ids, cu_seq_lens = packed_row(DOCUMENTS)
+    seq_idx = torch.repeat_interleave(torch.arange(len(DOCUMENTS)), cu_seq_lens.diff())[None]
+    for marks in ({"position_ids": position_ids}, {"cu_seq_lens_q": cu_seq_lens}, {"seq_idx": seq_idx}):
+        packed = tiny_model(ids, **marks).logits[0]
+        torch.testing.assert_close(packed, alone, rtol=0, atol=1e-5, msg=str(list(marks)))
+    # Without the marks the documents read each other: the test can fail
+    assert not torch.allclose(tiny_model(ids).logits[0], alone, atol=1e-3)
+
+
+def test_packed_rows_with_padding_and_the_bare_model(tiny_model):
+    """Two packed rows, right-padded, through `model.model` (TRL's fused-head path): each document as alone."""
+    rows = [DOCUMENTS[:2], DOCUMENTS[2:]]
+    T = max(sum(map(len, row)) for row in rows)
+    ids = torch.full((2, T), 192)
+    position_ids, mask = torch.zeros(2, T, dtype=torch.long), torch.zeros(2, T, dtype=torch.long)
+    for b, row in enumerate(rows):
+        row_ids, row_positions, _ = packed_row(row)
+        n = row_ids.shape[1]
+        ids[b, :n], position_ids[b, :n], mask[b, :n] = row_ids[0], row_positions[0], 1
+    states = tiny_model.model(ids, attention_mask=mask, position_ids=position_ids).last_hidden_state
+    for b, row in enumerate(rows):
+        alone = torch.cat([tiny_model.model(torch.tensor([list(d)])).last_hidden_state[0] for d in row])
+        torch.testing.assert_close(states[b, : alone.shape[0]], alone, rtol=0, atol=1e-5)
+
+
+def test_position_ids_that_do_not_restart_change_nothing(tiny_model):
+    """position_ids 0..T-1 (what HF code passes for a plain row) are one document: the logits without them."""
+    ids, mask = encode(TEXTS, "left")
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0).masked_fill(mask == 0, 1)  # HF's positions for left padding
+    torch.testing.assert_close(tiny_model(ids, attention_mask=mask, position_ids=position_ids).logits,
+                               tiny_model(ids, attention_mask=mask).logits, rtol=0, atol=0)
+
+
+def test_word_across_packed_documents_is_refused(tiny_model):
+    ids, position_ids, _ = packed_row([b"ab", b"cd"])
+    with pytest.raises(ValueError, match="row 0: word 0 \\(3 bytes\\) spans two packed documents"):
+        tiny_model(ids, position_ids=position_ids, word_lengths=[[3, 1]])
+    with pytest.raises(ValueError, match="cannot fill generation caches"):
+        tiny_model.model(ids, position_ids=position_ids, past_key_values=object())
+
+
+# ----------------------------------------------------------------------------------------- the sliding window
+def test_sliding_window_extra_key_sees_one_byte_more(tiny_model):
+    """`sliding_window_extra_key`: W + 1 keys per byte, i.e. the model with window W + 1; by default W keys."""
+    from hat import HATForCausalLM
+
+    def with_window(window: int, extra: bool) -> HATForCausalLM:
+        raw = tiny_model.config.to_dict()
+        raw.pop("sliding_window")
+        for name in ("encoder_config", "decoder_config"):
+            raw[name]["sliding_window"] = window
+        model = HATForCausalLM(HATConfig(**raw, sliding_window_extra_key=extra)).eval()
+        model.load_state_dict(tiny_model.state_dict())
+        return model
+
+    W = tiny_model.config.sliding_window
+    ids, _ = encode(["A text much longer than the tiny model's window of sixteen bytes."])
+    extra = with_window(W, True)
+    assert extra.model.byte_windows == (W + 1, W + 1) and tiny_model.model.byte_windows == (W, W)
+    torch.testing.assert_close(extra(ids).logits, with_window(W + 1, False)(ids).logits, rtol=0, atol=0)
+    default = tiny_model(ids).logits
+    torch.testing.assert_close(default[:, :W], extra(ids).logits[:, :W], rtol=0, atol=1e-6)  # inside the window
+    assert not torch.allclose(default[:, W:], extra(ids).logits[:, W:], atol=1e-4)  # beyond it they differ

@@ -1,5 +1,5 @@
 """recipes/sft.py at tiny size: trains and saves, loss on assistant bytes only, truncation counted, word lengths from
-the collator, packed batches refused."""
+the collator, packed and padding-free batches trained as if each conversation were alone."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ import math
 import pytest
 
 from hat.collator import HATDataCollator
-from tests.helpers.recipes import DATA, EOT, Records, assert_reloads, changed, is_inert, losses, run_recipe, weights
+from tests.helpers.recipes import (
+    DATA, EOT, TINY, Records, assert_reloads, changed, is_inert, losses, run_recipe, weights, write_yaml,
+)
 from tests.helpers.splitting import splitter_calls
 
 SFT_MAX_LENGTH = 240  # bytes: cuts the 4 longest tiny conversations, keeps the known one (229 bytes) whole
@@ -97,6 +99,30 @@ def test_sft_counts_truncated_conversations(sft_run, tiny_hat):
 
 
 @pytest.mark.parametrize("flag", ["--padding_free", "--packing"])
-def test_packed_batches_are_refused(tiny_hat, tmp_path, flag):
-    with pytest.raises(ValueError, match="padding-free"):
-        run_recipe("sft", tiny_hat, tmp_path / "out", flag, "true")
+def test_packed_batches_train_each_conversation_as_if_alone(tiny_hat, tmp_path, flag):
+    """TRL's padding-free and packed batches: one row, position_ids restarting for each conversation. The collated
+    batch carries each conversation's words; its logits are those of every conversation scored alone, the loss stays
+    on the assistant bytes, and the run trains."""
+    import torch
+
+    # TRL enforces max_length only by packing: padding_free alone wants it unset
+    config = write_yaml(TINY / "sft.yaml", tmp_path / "sft.yaml", **({"max_length": None} if flag == "--padding_free" else {}))
+    trainer = run_recipe("sft", tiny_hat, tmp_path / "out", flag, "true", "--max_steps", "2", config=config)
+    steps = losses(trainer.state.log_history)
+    assert sorted(steps) == [1, 2] and all(math.isfinite(v) for v in steps.values())
+    assert isinstance(trainer.data_collator, HATDataCollator)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    assert batch["input_ids"].shape[0] == 1 and "attention_mask" not in batch
+    model = trainer.model.eval()
+    with torch.no_grad(), splitter_calls() as calls:
+        packed = model(**batch)
+    assert calls == []  # the collator split every conversation
+    cuts = batch["cu_seq_lens_q"].tolist()
+    assert len(cuts) > 2  # more than one conversation in the row
+    ids, labels = batch["input_ids"][0], batch["labels"][0]
+    with torch.no_grad():
+        alone = [model(input_ids=ids[None, a:b]).logits[0] for a, b in zip(cuts, cuts[1:])]
+    torch.testing.assert_close(packed.logits[0], torch.cat(alone), rtol=1e-5, atol=1e-5)
+    # TRL's labels: no target across conversations; targets only on assistant bytes (each turn ends with eot)
+    assert all(labels[a] == -100 for a in cuts[:-1])
+    assert (labels[labels != -100] == EOT).sum() >= len(cuts) - 1
