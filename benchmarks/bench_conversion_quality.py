@@ -2,19 +2,21 @@
 stage 1, on the embedded SmolLM2-135M-Instruct, with the source's own bits per byte as the line to reach.
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_conversion_quality.py                     # plain and teacher
-    PYTHONPATH=. .venv/bin/python benchmarks/bench_conversion_quality.py --variants teacher width256:hidden_size=256
+    PYTHONPATH=. .venv/bin/python benchmarks/bench_conversion_quality.py --ablations   # the defaults' evidence
 
 Each variant converts SmolLM2 (`convert-llama`, with the teacher files; `hidden_size`, `encoder_layers`, ... in a
 variant change the byte sizes) and runs `recipes/pretrain.py --config recipes/smollm2-135m/pretrain.yaml` in its own
 process, with the YAML's keys overridden by the variant (`name:key=value,key=value`). `recipes/heldout.py` scores
 the bundled held-out English and German text every `--heldout-steps` steps: the HAT on its own and, with a teacher,
 conditioned on the teacher's states ("oracle"). Writes the `conversion-quality` section of BENCHMARKS.md and
-`benchmarks/conversion_quality.png`. Reruns reuse finished variants in `--work` unless `--fresh`.
+`benchmarks/conversion_quality.png` (`--ablations`: the `conversion-ablations` section and
+`benchmarks/conversion_ablations.png`). Reruns reuse finished variants in `--work` unless `--fresh`.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shutil
@@ -25,6 +27,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import yaml  # noqa: E402
+
 from benchmarks._common import machine, write_section  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +36,22 @@ LANGS = {"en": "English", "de": "German"}
 HELDOUT = {lang: str(ROOT / "data" / "corpus" / lang / "heldout.txt") for lang in LANGS}
 SIZE_KEYS = ("hidden_size", "encoder_layers", "decoder_layers", "num_heads", "intermediate_size")
 # What the demo's YAML (recipes/smollm2-135m/pretrain.yaml) runs, and plain stage 1 in the same time
+# (plain stage 1 is faster per step: no teacher pass; 400 of its steps take about the CPU time of the teacher's 300)
 DEFAULT_VARIANTS = ["plain:teacher=false,max_steps=400,warmup_steps=10", "teacher"]
+# The defaults' evidence, at a third of the demo's steps (oracle, handoff and own phases scaled alike): the matched
+# depth k, the distillation term, the byte modules' width, the learning rate; and today's stage 1 (plain, the backbone in the optimizer
+# at learning rate 0, so its weight gradients are computed) for the step time.
+SHORT = "max_steps=100,oracle_steps=50,handoff_steps=30"
+ABLATION_VARIANTS = [
+    f"default:{SHORT}",
+    f"k0:{SHORT},teacher_layers=0",
+    f"first_byte:{SHORT},distill_loss=first_byte",
+    f"chunk:{SHORT},distill_loss=chunk",
+    f"no_distill:{SHORT},distill_loss=none",
+    f"width256:{SHORT},hidden_size=256",
+    f"lr4e-3:{SHORT},learning_rate=4e-3",
+    "today_plain:teacher=false,max_steps=100,freeze_backbone_steps=99",
+]
 
 
 def parse_variant(spec: str) -> tuple[str, dict[str, str], dict[str, str]]:
@@ -81,8 +100,6 @@ def train(name: str, model_dir: Path, overrides: dict[str, str], work: Path, hel
     if not curve_file.is_file():
         shutil.rmtree(out, ignore_errors=True)
         yaml_path = work / f"{name}.yaml"
-        import yaml
-
         config = yaml.safe_load((ROOT / "recipes" / "smollm2-135m" / "pretrain.yaml").read_text())
         config.update(model_name_or_path=str(model_dir), output_dir=str(out), heldout_files=HELDOUT,
                       heldout_steps=heldout_steps, eval_strategy="no", save_strategy="no")
@@ -95,9 +112,22 @@ def train(name: str, model_dir: Path, overrides: dict[str, str], work: Path, hel
         run([sys.executable, "recipes/pretrain.py", "--config", str(yaml_path)], work / f"{name}.train.log", threads)
         (out / "wall_seconds.txt").write_text(f"{time.time() - start:.1f}\n")
     curve = json.loads(curve_file.read_text())
-    state = json.loads((out / "trainer_state.json").read_text()) if (out / "trainer_state.json").is_file() else {}
+    every = yaml.safe_load((work / f"{name}.yaml").read_text())["logging_steps"]
     return {"curve": curve, "wall_seconds": float((out / "wall_seconds.txt").read_text()),
-            "log": state.get("log_history", [])}
+            "log": logged(work / f"{name}.train.log", every)}
+
+
+def logged(path: Path, every: int) -> list[dict]:
+    """The Trainer's log lines (`{'loss': '5.3', ...}` as it prints them) from a training log, each with its step
+    (one line every `logging_steps`)."""
+    entries = []
+    for line in path.read_text(errors="replace").replace("\r", "\n").splitlines():
+        if line.startswith("{'loss'"):
+            entry = ast.literal_eval(line)
+            entries.append({k: float(v) if isinstance(v, str) else v for k, v in entry.items()})
+    for i, entry in enumerate(entries):
+        entry["step"] = every * (i + 1)
+    return entries
 
 
 def plot(results: dict, source: dict[str, float], path: Path) -> None:
@@ -127,7 +157,17 @@ def plot(results: dict, source: dict[str, float], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def section(results: dict, source: dict[str, float], specs: list[str], threads: int) -> str:
+def step_seconds(result: dict) -> float:
+    """Wall seconds per optimizer step between the first two held-out scorings (which it leaves out), from the
+    Trainer's running `train_runtime` in its logs."""
+    stop = result["curve"][1]["step"] if len(result["curve"]) > 2 else result["curve"][-1]["step"]
+    logged = [(e["step"], float(e["train_runtime"])) for e in result["log"] if "train_runtime" in e and "loss" in e
+              and 0 < e["step"] <= stop]
+    (first_step, first), (last_step, last) = logged[0], logged[-1]
+    return (last - first) / (last_step - first_step)
+
+
+def section(results: dict, source: dict[str, float], specs: list[str], threads: int, ablations: bool) -> str:
     rows = []
     for name, result in results.items():
         last = result["curve"][-1]
@@ -137,32 +177,39 @@ def section(results: dict, source: dict[str, float], specs: list[str], threads: 
         oracle = [f"{last[f'heldout_{lang}_oracle_bpb']:.3f}" if f"heldout_{lang}_oracle_bpb" in last else "-"
                   for lang in LANGS]
         rows.append(f"| {name} | {steps} | {last['train_bytes'] / 1e6:.2f} M | {last['cpu_seconds'] / 60:.1f} | "
-                    f"{result['wall_seconds'] / 60:.1f} | {' | '.join(cells)} | {' | '.join(oracle)} |")
-    return f"""## Conversion quality: plain vs teacher-guided stage 1
+                    f"{step_seconds(result):.2f} | {' | '.join(cells)} | {' | '.join(oracle)} |")
+    flag = " --ablations" if ablations else ""
+    title = ("Conversion ablations: what the teacher-guided defaults rest on" if ablations
+             else "Conversion quality: plain vs teacher-guided stage 1")
+    image = "conversion_ablations.png" if ablations else "conversion_quality.png"
+    return f"""## {title}
 
-`python benchmarks/bench_conversion_quality.py --variants {' '.join(specs)}` on {machine()}, {threads} threads.
+`python benchmarks/bench_conversion_quality.py{flag} --variants {' '.join(specs)}` on {machine()}, {threads} threads.
 SmolLM2-135M-Instruct converted with `convert-llama`, trained with `recipes/smollm2-135m/pretrain.yaml` and the
 variant's overrides; held-out bits per byte of the bundled corpus (`data/corpus/*/heldout.txt`), the HAT on its own
 (and, with a teacher, conditioned on the teacher's states: how much of the gap is the decoder's). The source's own
-bits per byte: English {source['en']:.3f}, German {source['de']:.3f}.
+bits per byte: English {source['en']:.3f}, German {source['de']:.3f}. CPU minutes are the training process's (both
+threads), held-out scoring included; seconds per step are wall time between two scorings.
 
-| variant | steps | training bytes | CPU min | wall min | English bpb (x source) | German bpb (x source) | English teacher-conditioned | German teacher-conditioned |
+| variant | steps | training bytes | CPU min | s/step | English bpb (x source) | German bpb (x source) | English teacher-conditioned | German teacher-conditioned |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
 
-![held-out bits per byte against training bytes and CPU seconds](benchmarks/conversion_quality.png)
+![held-out bits per byte against training bytes and CPU seconds](benchmarks/{image})
 """
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS)
+    parser.add_argument("--variants", nargs="+", default=None, help="name:key=value,... (default: plain and teacher)")
+    parser.add_argument("--ablations", action="store_true", help="the ablation variants, into their own section")
     parser.add_argument("--heldout-steps", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench-conversion-quality")
     parser.add_argument("--fresh", action="store_true", help="rerun every variant")
     parser.add_argument("--no-write", action="store_true", help="print, do not rewrite BENCHMARKS.md")
     args = parser.parse_args()
+    args.variants = args.variants or (ABLATION_VARIANTS if args.ablations else DEFAULT_VARIANTS)
     if args.fresh:
         shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
@@ -175,12 +222,13 @@ def main() -> None:
         results[name] = train(name, model_dir, overrides, args.work, args.heldout_steps, args.threads)
         print(json.dumps(results[name]["curve"][-1]), flush=True)
     (args.work / "results.json").write_text(json.dumps({"source": source, "results": results}, indent=1))
-    body = section(results, source, args.variants, args.threads)
+    body = section(results, source, args.variants, args.threads, args.ablations)
     if args.no_write:
         print(body)
         return
-    plot(results, source, ROOT / "benchmarks" / "conversion_quality.png")
-    write_section("conversion-quality", body)
+    name = "conversion-ablations" if args.ablations else "conversion-quality"
+    plot(results, source, ROOT / "benchmarks" / f"{name.replace('-', '_')}.png")
+    write_section(name, body)
 
 
 if __name__ == "__main__":

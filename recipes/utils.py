@@ -51,9 +51,11 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 def train_and_save(trainer: transformers.Trainer, training_args: TrainingArguments) -> transformers.Trainer:
     """Train (resuming as `resume_from_checkpoint` says, see `resolve_resume`), then save to `output_dir`: the HAT
-    checkpoint (release key names) or the LoRA adapter, with the tokenizer files beside it."""
+    checkpoint (release key names) or the LoRA adapter, with the tokenizer files beside it, and `trainer_state.json`
+    (the log history)."""
     trainer.train(resume_from_checkpoint=resolve_resume(training_args))
     trainer.save_model(training_args.output_dir)
+    trainer.save_state()
     logger.info(f"saved to {training_args.output_dir}")
     return trainer
 
