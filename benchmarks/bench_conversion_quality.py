@@ -138,10 +138,11 @@ def plot(results: dict, source: dict[str, float], path: Path) -> None:
 
     fig, axes = plt.subplots(2, 2, figsize=(11, 8), sharey="row")
     for row, lang in enumerate(LANGS):
-        for col, (x_key, x_label) in enumerate((("train_bytes", "training bytes"), ("cpu_seconds", "CPU seconds"))):
+        for col, (x_key, scale, x_label) in enumerate((("train_bytes", 1e6, "training text (MB)"),
+                                                       ("cpu_seconds", 60, "CPU minutes (2 threads)"))):
             ax = axes[row][col]
             for name, result in results.items():
-                xs = [p[x_key] for p in result["curve"]]
+                xs = [p[x_key] / scale for p in result["curve"]]
                 line, = ax.plot(xs, [p[f"heldout_{lang}_bpb"] for p in result["curve"]], marker="o", label=name)
                 oracle = [p.get(f"heldout_{lang}_oracle_bpb") for p in result["curve"]]
                 if all(v is not None for v in oracle):

@@ -72,7 +72,15 @@ from .special_tokens import (
     special_token_regex,
     validate_special_token_dict,
 )
-from .tokenizer_files import ESCAPE, MARKERS, TEXT_MACRO, StockTokenizer, byte_backend, hat_kwargs_from_stock
+from .tokenizer_files import (
+    ESCAPE,
+    MARKERS,
+    TEXT_MACRO,
+    StockTokenizer,
+    byte_backend,
+    hat_kwargs_from_byte_files,
+    hat_kwargs_from_stock,
+)
 
 DEFAULT_MODEL_MAX_LENGTH = 262144  # bytes; HATConfig.max_position_embeddings
 
@@ -152,6 +160,8 @@ class HATTokenizer(TokenizersBackend):
     def __init__(self, *args, **kwargs):
         if "special_token_dict" in kwargs:  # files that `save_pretrained` wrote: the stock view
             kwargs = hat_kwargs_from_stock(kwargs)
+        elif "tokenizer_object" not in kwargs and "added_tokens_decoder" in kwargs:  # byte-id files (earlier saves)
+            kwargs = hat_kwargs_from_byte_files(kwargs)
         super().__init__(*args, **kwargs)
 
     @classmethod

@@ -167,4 +167,18 @@ def hat_kwargs_from_stock(kwargs: dict[str, Any]) -> dict[str, Any]:
     return kwargs
 
 
-__all__ = ["ESCAPE", "MARKERS", "StockTokenizer", "byte_backend", "hat_kwargs_from_stock", "stock_backend"]
+def hat_kwargs_from_byte_files(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`HATTokenizer` init kwargs read from files whose ids are the bytes themselves and whose special strings are
+    added tokens at their byte values (what earlier versions of this package saved, and what any byte-level
+    `tokenizers` pipeline of a HAT looks like): our own pipeline for the special tokens found there."""
+    added = kwargs.get("added_tokens_decoder") or {}
+    specials = validate_special_token_dict({str(token): int(i) for i, token in added.items()
+                                            if getattr(token, "special", True)})
+    for key in ("tokenizer_file", "vocab", "merges", "post_processor", "added_tokens_decoder"):
+        kwargs.pop(key, None)
+    kwargs["tokenizer_object"] = byte_backend(specials)
+    return kwargs
+
+
+__all__ = ["ESCAPE", "MARKERS", "StockTokenizer", "byte_backend", "hat_kwargs_from_byte_files", "hat_kwargs_from_stock",
+           "stock_backend"]

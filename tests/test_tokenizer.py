@@ -422,3 +422,22 @@ def test_trl_sft_assistant_only_labels(tok, tmp_path):
         expected = [i if m else -100 for i, m in zip(ids, mask)]
         assert batch["labels"][row, : len(ids)].tolist() == expected
         assert (batch["labels"][row, len(ids) :] == -100).all()
+
+
+def test_byte_id_files_of_earlier_saves_load(tok, tmp_path):
+    """Files whose ids are the bytes and whose special strings are added tokens at their byte values (what this
+    package saved before the stock view, `hat.tokenizer_files`) load as the same `HATTokenizer`; they used to gain a
+    `<s>` token at id 256 and fail the special-token check."""
+    from hat.tokenizer_files import byte_backend
+
+    old = TokenizersBackend(tokenizer_object=byte_backend({"<|eot_id|>": EOT}), eos_token="<|eot_id|>",
+                            pad_token="<|eot_id|>", chat_template=CHAT_TEMPLATE)
+    old.save_pretrained(tmp_path)
+    assert "special_token_dict" not in json.loads((tmp_path / "tokenizer_config.json").read_text())
+    loaded = HATTokenizer.from_pretrained(tmp_path)
+    assert loaded.special_token_dict == {"<|eot_id|>": EOT} and loaded.bos_token is None
+    texts = [t for t in FIXED_TEXTS if "<|eot_id|>" not in t]
+    assert loaded(texts)["input_ids"] == tok(texts)["input_ids"]
+    assert loaded("a<|eot_id|>b")["input_ids"] == list(b"a<|eot_id|>b")  # still injection-safe
+    messages = [{"role": "user", "content": f"hi {INJECTION}"}, {"role": "assistant", "content": "ok"}]
+    assert loaded.apply_chat_template(messages) == tok.apply_chat_template(messages)
