@@ -29,6 +29,10 @@ RELEASE_8B_SIZES = dict(
 )
 # In the 8B release the new modules are 213M of 7.19B parameters: 2.96%.
 AUTO_NEW_FRACTION = 0.03
+# ... but never narrower than this: on SmolLM2 (width 576), byte modules of width 256 beat the 3% rule's 128 by
+# 0.16-0.24 held-out bits per byte at 100 teacher-guided steps for 19% more CPU time (BENCHMARKS.md, "Conversion
+# ablations"): at small widths the byte modules are capacity-bound.
+AUTO_MIN_WIDTH = 256
 
 
 def check_llama_config(config: LlamaConfig | dict[str, Any], where: str = "config") -> LlamaConfig:
@@ -155,8 +159,9 @@ def auto_sizes(
     Rule: 6 encoder and 4 decoder layers, byte attention window 768 (as in the release); byte head size =
     the backbone's head size (`_byte_head_dim`); SwiGLU size 2.75 x width; the byte width is the multiple of the
     head size whose new-module parameter count is nearest to `AUTO_NEW_FRACTION` (3%) of the whole HAT model
-    (the 8B release's own ratio is 2.96%). Llama-3.1-8B gets the release's 1024; SmolLM2-135M (width 576,
-    head size 64) gets 128 (2 heads, 3.3%). Any size given explicitly is kept and the others follow from it.
+    (the 8B release's own ratio is 2.96%), and at least `AUTO_MIN_WIDTH` (256, or the backbone's width if that
+    is smaller), as measured on SmolLM2. Llama-3.1-8B gets the release's 1024; SmolLM2-135M (width 576, head size
+    64) gets 256 (4 heads; the 3% rule alone gives 128). Any size given explicitly is kept and the others follow.
     """
     head_dim = _byte_head_dim(backbone)
     if hidden_size is None and num_heads is not None:
@@ -185,7 +190,8 @@ def auto_sizes(
         lo, hi = (mid + 1, hi) if fraction(mid) < AUTO_NEW_FRACTION else (lo, mid)
     if lo > 1 and abs(fraction(lo - 1) - AUTO_NEW_FRACTION) < abs(fraction(lo) - AUTO_NEW_FRACTION):
         lo -= 1
-    return sizes(lo * head_dim)
+    floor = min(-(-AUTO_MIN_WIDTH // head_dim), max(1, backbone["hidden_size"] // head_dim))  # in heads
+    return sizes(max(lo, floor) * head_dim)
 
 
 def hat_config_from_llama(llama_config: LlamaConfig | dict[str, Any], preset: str = "auto", **overrides) -> HATConfig:

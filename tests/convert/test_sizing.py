@@ -42,11 +42,12 @@ def test_release_8b_and_auto_sizes():
     )
     config = hat_config_from_llama(smollm2)
     enc = config.encoder_config
-    assert (enc.hidden_size, enc.num_attention_heads, enc.head_dim, enc.intermediate_size) == (128, 2, 64, 352)
+    # the 3% rule gives 128; the floor of 256 (measured: BENCHMARKS.md, "Conversion ablations") wins
+    assert (enc.hidden_size, enc.num_attention_heads, enc.head_dim, enc.intermediate_size) == (256, 4, 64, 704)
     assert (enc.num_hidden_layers, config.decoder_config.num_hidden_layers, enc.sliding_window) == (6, 4, 768)
     counts = parameter_counts(config)
     new = sum(counts[k] for k in NEW_PARTS)
-    assert counts["backbone"] == 106_202_880 and 0.02 < new / (new + counts["backbone"]) < 0.04
+    assert counts["backbone"] == 106_202_880 and 0.08 < new / (new + counts["backbone"]) < 0.14
     with pytest.raises(ConversionError, match="do not fit a backbone of width 576"):
         hat_config_from_llama(smollm2, "release-8b")  # byte head size 128 does not divide 576
     config = hat_config_from_llama(smollm2, hidden_size=192, decoder_layers=2)
