@@ -168,7 +168,8 @@ def step_seconds(result: dict) -> float:
     return (last - first) / (last_step - first_step)
 
 
-def section(results: dict, source: dict[str, float], specs: list[str], threads: int, ablations: bool) -> str:
+def section(results: dict, source: dict[str, float], specs: list[str], threads: int, ablations: bool,
+            note: str = "") -> str:
     rows = []
     for name, result in results.items():
         last = result["curve"][-1]
@@ -195,7 +196,7 @@ threads), held-out scoring included; seconds per step are wall time between two 
 | variant | steps | training bytes | CPU min | s/step | English bpb (x source) | German bpb (x source) | English teacher-conditioned | German teacher-conditioned |
 |---|---:|---:|---:|---:|---:|---:|---:|---:|
 {chr(10).join(rows)}
-
+{chr(10) + note + chr(10) if note else ""}
 ![held-out bits per byte against training bytes and CPU seconds](benchmarks/{image})
 """
 
@@ -209,12 +210,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench-conversion-quality")
     parser.add_argument("--fresh", action="store_true", help="rerun every variant")
     parser.add_argument("--no-write", action="store_true", help="print, do not rewrite BENCHMARKS.md")
+    parser.add_argument("--note", default="", help="a paragraph printed under the table (what the run was shared with)")
     args = parser.parse_args()
     args.variants = args.variants or (ABLATION_VARIANTS if args.ablations else DEFAULT_VARIANTS)
     if args.fresh:
         shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True, exist_ok=True)
     results, source = {}, None
+    saved = args.work / "results.json"
+    if saved.is_file():  # the source's bits per byte do not change between reruns
+        source = json.loads(saved.read_text()).get("source")
     for spec in args.variants:
         name, overrides, sizes = parse_variant(spec)
         model_dir = convert(args.work, sizes, args.threads)
@@ -223,7 +228,7 @@ def main() -> None:
         results[name] = train(name, model_dir, overrides, args.work, args.heldout_steps, args.threads)
         print(json.dumps(results[name]["curve"][-1]), flush=True)
     (args.work / "results.json").write_text(json.dumps({"source": source, "results": results}, indent=1))
-    body = section(results, source, args.variants, args.threads, args.ablations)
+    body = section(results, source, args.variants, args.threads, args.ablations, args.note)
     if args.no_write:
         print(body)
         return
