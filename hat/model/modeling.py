@@ -7,6 +7,7 @@ times `model.lm_head.weight` are the logits (TRL's fused LM head relies on it); 
 from __future__ import annotations
 
 import functools
+import warnings
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
@@ -129,6 +130,10 @@ class HATModel(HATPreTrainedModel):
         if documents is not None and past_key_values is not None:
             raise ValueError("packed documents (position_ids, cu_seq_lens_q, seq_idx) cannot fill generation caches")
         layout = self.layout(input_ids, attention_mask, word_lengths, documents)
+        limit = min(self.config.encoder_config.max_position_embeddings, self.config.decoder_config.max_position_embeddings)
+        if past_key_values is None and input_ids.shape[1] > limit:  # (generation warns about its prompt itself)
+            warnings.warn(f"rows of {input_ids.shape[1]} bytes, more than the byte stacks' max_position_embeddings "
+                          f"({limit}): the model was not trained on positions this large", UserWarning, stacklevel=2)
         encoder_cache, word_cache, decoder_cache = (None, None, None) if past_key_values is None else (
             past_key_values.encoder, past_key_values.backbone, past_key_values.decoder)
         dtype = self.encoder.embedding_layer.weight.dtype

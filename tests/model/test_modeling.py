@@ -237,3 +237,21 @@ def test_sliding_window_extra_key_sees_one_byte_more(tiny_model):
     default = tiny_model(ids).logits
     torch.testing.assert_close(default[:, :W], extra(ids).logits[:, :W], rtol=0, atol=1e-6)  # inside the window
     assert not torch.allclose(default[:, W:], extra(ids).logits[:, W:], atol=1e-4)  # beyond it they differ
+
+
+def test_rows_longer_than_the_byte_positions_warn(tiny_model):
+    """A row longer than the byte stacks' max_position_embeddings runs (the windows keep attention defined) but
+    says so; within the limit nothing is said."""
+    import warnings
+
+    from hat import HATForCausalLM
+
+    short = HATConfig.tiny()
+    for name in ("encoder_config", "decoder_config"):
+        getattr(short, name).max_position_embeddings = 8
+    model = HATForCausalLM(short).eval()
+    with pytest.warns(UserWarning, match=r"rows of 12 bytes, more than the byte stacks' max_position_embeddings \(8\)"):
+        model(torch.tensor([list(b"Hello world!")]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.tensor([list(b"Hello")]))
