@@ -32,7 +32,9 @@ PROMPTS = {"en": "The river that runs through the old town", "de": "Der Fluss, d
 
 def run(cmd: list[str]) -> None:
     print("\n$ " + " ".join(cmd), flush=True)
-    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    # every core: `accelerate launch` would otherwise set OMP_NUM_THREADS=1 for its one process
+    threads = os.environ.get("OMP_NUM_THREADS") or str(len(os.sched_getaffinity(0)))
+    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": threads})
 
 
 def source_bpb(hat_dir: Path) -> dict[str, float]:

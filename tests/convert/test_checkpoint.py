@@ -237,9 +237,9 @@ def test_overflow_in_the_cast_is_named(src, tmp_path, capsys):  # noqa: F811
     ("0.4", "--max-shard-size '0.4' is not a positive size"),
     ("-5GB", "cannot read size '-5GB'"),
     ("5XB", "cannot read size '5XB'"),
-    ("1", "--max-shard-size 1 (1 B) is smaller than the largest tensor, 'backbone.layers.0.mlp.down_proj.weight'"),
-    ("10KB", "(10.0 KB) is smaller than the largest tensor, 'backbone.layers.0.mlp.down_proj.weight' (32.8 KB in "
-             "float32); pass at least 32.8 KB"),
+    ("1", "--max-shard-size 1 (1 B) is smaller than the largest tensor, 'encoder.embedding_layer.weight'"),
+    ("10KB", "(10.0 KB) is smaller than the largest tensor, 'encoder.embedding_layer.weight' (65.5 KB in "
+             "float32); pass at least 65.5 KB"),
 ])
 def test_nonsense_shard_size_refused(src, tmp_path, capsys, size, match):  # noqa: F811
     run_failing(["--input", str(src), "--output", str(tmp_path / "out"), f"--max-shard-size={size}"], capsys, match)

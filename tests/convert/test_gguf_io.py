@@ -75,7 +75,7 @@ def test_smollm2_gguf_converts_bit_identical():
     assert llama.lm_head.weight is llama.model.embed_tokens.weight  # tied in SmolLM2
     hat = hat_from_llama(llama).eval()
     enc = hat.config.encoder_config
-    assert (enc.hidden_size, enc.num_attention_heads) == (128, 2)
+    assert (enc.hidden_size, enc.num_attention_heads) == (256, 4)  # the auto preset's width floor
     assert_backbone_bit_identical(hat, llama)
 
 
