@@ -30,8 +30,8 @@ RELEASE_8B_SIZES = dict(
 # In the 8B release the new modules are 213M of 7.19B parameters: 2.96%.
 AUTO_NEW_FRACTION = 0.03
 # ... but never narrower than this: on SmolLM2 (width 576), byte modules of width 256 beat the 3% rule's 128 by
-# 0.16-0.24 held-out bits per byte at 100 teacher-guided steps for 19% more CPU time (BENCHMARKS.md, "Conversion
-# ablations"): at small widths the byte modules are capacity-bound.
+# 0.16-0.24 held-out bits per byte at 100 teacher-guided steps (BENCHMARKS.md, "Conversion ablations"; single-run
+# noise ~0.1): at small widths the byte modules are capacity-bound.
 AUTO_MIN_WIDTH = 256
 
 
