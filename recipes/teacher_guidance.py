@@ -141,6 +141,7 @@ class TeacherGuidance:
         word_embeds = hat.pool(byte_states, layout.byte_positions, layout.word_bytes, layout.word_bytes_valid,
                                layout.word_positions)  # (B, W, D)
         metrics, loss = {}, byte_states.new_zeros(())
+        student = None  # the output of the first k blocks, once computed (the own backbone pass continues from it)
 
         # Encoder loss through the first k frozen blocks
         if self.w.encoder_loss_weight:
@@ -159,7 +160,10 @@ class TeacherGuidance:
         latest = torch.where(aligned, word_token, torch.full_like(word_token, -1)).cummax(1).values.clamp(min=0)
         teacher_words = teacher.last_hidden_state[rows, latest].to(dtype)  # (B, W, D)
         if own > 0:
-            own_states = hat.run_backbone(word_embeds, word_mask, layout.word_positions)
+            if student is None:
+                own_states = hat.run_backbone(word_embeds, word_mask, layout.word_positions)
+            else:  # blocks k.. from where the encoder loss stopped: the first k blocks run once
+                own_states = hat.run_backbone(student, word_mask, layout.word_positions, first_layer=k)
             word_states = own * own_states + (1 - own) * teacher_words
         else:
             word_states = teacher_words
