@@ -160,8 +160,7 @@ def hat_kwargs_from_stock(kwargs: dict[str, Any]) -> dict[str, Any]:
         if content in strings:
             kwargs[key] = strings[content]
     # `from_pretrained` also passes what it read from tokenizer.json: the pipeline is ours instead
-    for key in ("tokenizer_file", "vocab", "merges", "post_processor", "added_tokens_decoder"):
-        kwargs.pop(key, None)
+    _drop_file_pipeline(kwargs)
     kwargs["tokenizer_object"] = byte_backend(specials)
     kwargs["chat_template"] = hat_chat_template(kwargs.get("chat_template"), specials)
     return kwargs
@@ -174,10 +173,15 @@ def hat_kwargs_from_byte_files(kwargs: dict[str, Any]) -> dict[str, Any]:
     added = kwargs.get("added_tokens_decoder") or {}
     specials = validate_special_token_dict({str(token): int(i) for i, token in added.items()
                                             if getattr(token, "special", True)})
-    for key in ("tokenizer_file", "vocab", "merges", "post_processor", "added_tokens_decoder"):
-        kwargs.pop(key, None)
+    _drop_file_pipeline(kwargs)
     kwargs["tokenizer_object"] = byte_backend(specials)
     return kwargs
+
+
+def _drop_file_pipeline(kwargs: dict[str, Any]) -> None:
+    """Remove what `from_pretrained` read from tokenizer.json (the pipeline is `byte_backend`'s instead)."""
+    for key in ("tokenizer_file", "vocab", "merges", "post_processor", "added_tokens_decoder"):
+        kwargs.pop(key, None)
 
 
 __all__ = ["ESCAPE", "MARKERS", "StockTokenizer", "byte_backend", "hat_kwargs_from_byte_files", "hat_kwargs_from_stock",
