@@ -39,6 +39,13 @@ TEACHER_KEYS = ("teacher_input_ids", "teacher_attention_mask", "word_token", "di
 DISTILL_LOSSES = ("byte_marginals", "first_byte", "chunk", "none")
 
 
+def teacher_word_states(states: torch.Tensor, word_token: torch.Tensor, aligned: torch.Tensor) -> torch.Tensor:
+    """The teacher's state for each word: at the latest aligned token ending at or before the word's end.
+    states (B, N, D), word_token (B, W) (-1: not aligned), aligned (B, W) -> (B, W, D)."""
+    latest = torch.where(aligned, word_token, torch.full_like(word_token, -1)).cummax(1).values.clamp(min=0)
+    return states[torch.arange(len(states), device=states.device)[:, None], latest]
+
+
 class TeacherCollator:
     """Adds the teacher's tokens and their alignment with the HAT's words and bytes to a `HATDataCollator` batch.
 
@@ -157,8 +164,7 @@ class TeacherGuidance:
 
         # Decoder conditioning: the teacher's state at the latest token ending at or before each word's end
         own = self.own_fraction(step)
-        latest = torch.where(aligned, word_token, torch.full_like(word_token, -1)).cummax(1).values.clamp(min=0)
-        teacher_words = teacher.last_hidden_state[rows, latest].to(dtype)  # (B, W, D)
+        teacher_words = teacher_word_states(teacher.last_hidden_state, word_token, aligned).to(dtype)  # (B, W, D)
         if own > 0:
             if student is None:
                 own_states = hat.run_backbone(word_embeds, word_mask, layout.word_positions)
@@ -201,11 +207,9 @@ class TeacherGuidance:
         teacher = self.teacher(hat, batch["teacher_input_ids"], batch["teacher_attention_mask"], return_logits=False)
         word_token = batch["word_token"]
         aligned = (word_token >= 0) & layout.word_valid
-        latest = torch.where(aligned, word_token, torch.full_like(word_token, -1)).cummax(1).values.clamp(min=0)
-        rows = torch.arange(len(ids), device=ids.device)[:, None]
         byte_mask = layout.byte_mask(hat.config.encoder_config.sliding_window, dtype)
         byte_states = hat.encode(ids, byte_mask, layout.byte_positions)
-        words = teacher.last_hidden_state[rows, latest].to(dtype)  # (B, W, D)
+        words = teacher_word_states(teacher.last_hidden_state, word_token, aligned).to(dtype)  # (B, W, D)
         hidden = hat.decode(byte_states, hat.word_conditioning(hat.predict_words(words)), layout.byte_word,
                             layout.byte_mask(hat.config.decoder_config.sliding_window, dtype), layout.byte_positions)
         logits = model.lm_head(hidden)[:, :-1].float()
