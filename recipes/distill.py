@@ -117,10 +117,10 @@ class SpellingTrie:
             take = ((rows >= first) & (rows < first + chunk_rows)).nonzero(as_tuple=True)[0]  # (P',) targets here
             if not len(take):
                 continue
-            probs = torch.softmax(teacher_logits[first : first + chunk_rows].double(), dim=-1)[:, order]  # sorted
-            # cum[:, i] = mass of sorted positions < i. In float64: a range's mass is a difference of two entries
-            # near 1, which float32 would round to 0 for ranges below ~1e-7.
-            cum = F.pad(probs.cumsum(-1), (1, 0))  # (R', V + 1)
+            probs = torch.softmax(teacher_logits[first : first + chunk_rows, order].float(), dim=-1)  # sorted
+            # cum[:, i] = mass of sorted positions < i. Summed in float64: a range's mass is a difference of two
+            # entries near 1, which a float32 sum would round to 0 for ranges below ~1e-7.
+            cum = F.pad(probs.double().cumsum(-1), (1, 0))  # (R', V + 1)
             starts, counts = offsets[nodes[take]], offsets[nodes[take] + 1] - offsets[nodes[take]]  # (P',)
             target = torch.repeat_interleave(torch.arange(len(take), device=device), counts)  # (M,) per extension
             child = torch.arange(int(counts.sum()), device=device) - torch.repeat_interleave(counts.cumsum(0) - counts,

@@ -68,6 +68,10 @@ class PretrainConfig(TrainingArguments):
             (at the first byte of each token only), `chunk` (likelihood of each aligned word) or `none`.
         oracle_steps (`int`): steps in which the decoder is conditioned on the teacher's states.
         handoff_steps (`int`): then steps over which it moves linearly onto the HAT's own backbone output.
+        teacher_cache_gb (`float`): keep what the teacher says about each row (its states and next-byte targets,
+            `hat.recipes.teacher_cache`) up to this many GB of CPU memory per process, so that a row trained on
+            again costs no teacher pass: for corpora trained for several epochs (0: recompute every time; refused
+            under ZeRO-3, where every process must take part in each teacher pass).
         heldout_files (`dict[str, str]`), heldout_steps (`int`): held-out bits per byte of each file every
             `heldout_steps` steps and at the end (`hat.recipes.heldout`), against bytes trained on and CPU seconds.
     """
@@ -86,6 +90,7 @@ class PretrainConfig(TrainingArguments):
     distill_loss_weight: float = 1.0
     oracle_steps: int = field(default=0, metadata={"help": "Steps with the decoder on the teacher's states."})
     handoff_steps: int = field(default=0, metadata={"help": "Steps to move the decoder onto its own backbone."})
+    teacher_cache_gb: float = field(default=0.0, metadata={"help": "CPU GB per process for the teacher's rows."})
     # The learning curve (recipes/heldout.py)
     heldout_files: dict[str, str] | None = field(default=None, metadata={"help": "label -> held-out text file."})
     heldout_steps: int = field(default=0, metadata={"help": "Steps between held-out evaluations (0: at the end)."})
@@ -110,6 +115,8 @@ class PretrainConfig(TrainingArguments):
             self.guidance_weights()  # checks the fields
             if self.teacher_steps < 0:
                 raise ValueError(f"teacher_steps must be >= 0, got {self.teacher_steps}")
+            if self.teacher_cache_gb < 0:
+                raise ValueError(f"teacher_cache_gb must be >= 0, got {self.teacher_cache_gb}")
 
     @property
     def frozen_throughout(self) -> bool:
@@ -282,6 +289,9 @@ def teacher_guidance(model, config, collator, args: PretrainConfig, model_path: 
 
     from hat.recipes.alignment import teacher_special_ids, token_spellings
     from hat.recipes.distill import SpellingTrie
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    from hat.recipes.teacher_cache import TeacherCache
     from hat.recipes.teacher_guidance import TeacherCollator
     from hat.teacher import HATTeacher
 
@@ -295,10 +305,14 @@ def teacher_guidance(model, config, collator, args: PretrainConfig, model_path: 
     spellings = token_spellings(tokenizer)
     trie = SpellingTrie(spellings)
     special = teacher_special_ids(tokenizer, config.special_token_dict)
+    if args.teacher_cache_gb and is_deepspeed_zero3_enabled():
+        raise ValueError("teacher_cache_gb needs every process to run each teacher pass together under ZeRO-3 (the "
+                         "backbone is sharded), which a per-process cache cannot promise: set it to 0 with ZeRO-3")
+    cache = TeacherCache(int(args.teacher_cache_gb * 2**30))
     logger.info(f"teacher: {teacher.source or path} ({len(tokenizer):,} tokens), k={args.teacher_layers} blocks, "
-                f"distillation {args.distill_loss}")
-    return TeacherCollator(collator, tokenizer, trie, special, spellings), TeacherGuidance(teacher, trie,
-                                                                                         args.guidance_weights())
+                f"distillation {args.distill_loss}, cache {args.teacher_cache_gb:g} GB")
+    guidance = TeacherGuidance(teacher, trie, args.guidance_weights(), cache)
+    return TeacherCollator(collator, tokenizer, trie, special, spellings), guidance
 
 
 def make_parser() -> TrlParser:

@@ -33,6 +33,7 @@ from hat.teacher import HATTeacher
 
 from .alignment import align_batch
 from .distill import SpellingTrie, byte_distillation, chunk_distillation, state_matching
+from .teacher_cache import TeacherCache, TeacherRow, row_key
 
 # Keys the collator adds; the model's own forward never sees them.
 TEACHER_KEYS = ("teacher_input_ids", "teacher_attention_mask", "word_token", "distill_token", "distill_node")
@@ -105,9 +106,62 @@ class GuidanceWeights:
 class TeacherGuidance:
     """The teacher-guided loss of one batch (see the module docstring)."""
 
-    def __init__(self, teacher: HATTeacher, trie: SpellingTrie, weights: GuidanceWeights):
+    def __init__(self, teacher: HATTeacher, trie: SpellingTrie, weights: GuidanceWeights,
+                 cache: TeacherCache | None = None):
         self.teacher, self.trie, self.w = teacher, trie, weights
+        self.cache = cache if cache is not None else TeacherCache(0)  # what the teacher said about rows seen before
         self.metrics: dict[str, float] = {}  # the terms of the last loss, for logging
+
+    @property
+    def byte_targets(self) -> bool:
+        """Whether the distillation term reads the teacher's next-byte distributions (kept with each row)."""
+        return self.w.distill_loss in ("byte_marginals", "first_byte") and bool(self.w.distill_loss_weight)
+
+    def teacher_rows(self, hat, batch: dict, targets: bool) -> list[TeacherRow]:
+        """The teacher's view of each row of `batch` (`TeacherRow`): from the cache where the row was seen before,
+        else from one teacher pass over the rows that were not (and, with `targets`, their next-byte targets)."""
+        lengths = batch["attention_mask"].sum(1).tolist()
+        keys = [row_key(batch["input_ids"][b, :n]) for b, n in enumerate(lengths)]
+        rows = [self.cache.get(key) for key in keys]
+        rows = [row if row is not None and (row.byte_targets is not None or not targets) else None for row in rows]
+        missing = [b for b, row in enumerate(rows) if row is None]
+        if missing:
+            if self.teacher.embed_tokens.weight.device != batch["input_ids"].device:
+                self.teacher.to(batch["input_ids"].device)
+            for b, row in zip(missing, self._compute_rows(hat, batch, missing, targets), strict=True):
+                self.cache.put(keys[b], row)
+                rows[b] = row
+        device = batch["input_ids"].device
+        return [row.to(device) for row in rows]
+
+    def _compute_rows(self, hat, batch: dict, missing: list[int], targets: bool) -> list[TeacherRow]:
+        ids, mask = batch["teacher_input_ids"][missing], batch["teacher_attention_mask"][missing]
+        n = mask.sum(1).tolist()
+        width = max(n)
+        encoder = bool(self.w.encoder_loss_weight)
+        out = self.teacher(hat, ids[:, :width], mask[:, :width], layer=self.w.teacher_layers if encoder else None,
+                           return_logits=False)
+        rows = [TeacherRow(last=out.last_hidden_state[i, : n[i]],
+                           layer=out.layer_hidden_state[i, : n[i]] if encoder else None)
+                for i in range(len(missing))]
+        if targets:  # every byte whose token the teacher predicted: one head pass over the rows' distinct tokens
+            token, node = batch["distill_token"][missing], batch["distill_node"][missing]  # (M, T)
+            usable = (node >= 0) & (token >= 0)
+            usable[:, -1] = False
+            if self.w.distill_loss == "first_byte":
+                usable &= node == 0
+            i, p = usable.nonzero(as_tuple=True)
+            needed, row_index = torch.unique(i * width + token[i, p], return_inverse=True)
+            teacher_logits = self.teacher.next_token_logits(out.last_hidden_state.flatten(0, 1)[needed])  # (R, V)
+            byte_targets = self.trie.byte_targets(teacher_logits, row_index, node[i, p])  # (P, 256)
+            for r, row in enumerate(rows):
+                row.target_positions, row.byte_targets = p[i == r], byte_targets[i == r]
+        return rows
+
+    @staticmethod
+    def _padded(rows: list[TeacherRow], field: str, length: int) -> torch.Tensor:
+        """One field of the rows, right padded with zeros to `length` tokens: (B, length, D)."""
+        return torch.stack([F.pad(t, (0, 0, 0, length - len(t))) for t in (getattr(row, field) for row in rows)])
 
     def own_fraction(self, step: int) -> float:
         """How much of the decoder's conditioning is the HAT's own backbone output (the rest: the teacher's)."""
@@ -133,10 +187,9 @@ class TeacherGuidance:
         dtype = hat.get_input_embeddings().weight.dtype
         word_mask = layout.word_mask(dtype)  # (B, 1, W, W)
         k = self.w.teacher_layers
-        if self.teacher.embed_tokens.weight.device != ids.device:
-            self.teacher.to(ids.device)
-        teacher = self.teacher(hat, batch["teacher_input_ids"], batch["teacher_attention_mask"], layer=k,
-                               return_logits=False)
+        teacher_rows = self.teacher_rows(hat, batch, targets=self.byte_targets)
+        n_tokens = batch["teacher_input_ids"].shape[1]
+        last_states = self._padded(teacher_rows, "last", n_tokens)  # (B, N, D)
         word_token = batch["word_token"]  # (B, W) -1: not aligned
         aligned = (word_token >= 0) & layout.word_valid  # (B, W)
         rows = torch.arange(len(ids), device=ids.device)[:, None]
@@ -155,7 +208,7 @@ class TeacherGuidance:
             matched = aligned.clone()
             matched[:, 0] = False  # word 0 is the backbone's attention sink: its states are huge and carry nothing
             student = hat.run_backbone(word_embeds, word_mask, layout.word_positions, num_layers=k) if k else word_embeds
-            target = teacher.layer_hidden_state[rows, word_token.clamp(min=0)]  # (B, W, D)
+            target = self._padded(teacher_rows, "layer", n_tokens)[rows, word_token.clamp(min=0)]  # (B, W, D)
             # relative to the teacher states' size, so that the term weighs the same at any width or depth k
             scale = state_matching(torch.zeros_like(target), target, matched).clamp(min=1e-6)
             enc = state_matching(student, target, matched) / scale
@@ -164,7 +217,7 @@ class TeacherGuidance:
 
         # Decoder conditioning: the teacher's state at the latest token ending at or before each word's end
         own = self.own_fraction(step)
-        teacher_words = teacher_word_states(teacher.last_hidden_state, word_token, aligned).to(dtype)  # (B, W, D)
+        teacher_words = teacher_word_states(last_states, word_token, aligned).to(dtype)  # (B, W, D)
         if own > 0:
             if student is None:
                 own_states = hat.run_backbone(word_embeds, word_mask, layout.word_positions)
@@ -190,7 +243,7 @@ class TeacherGuidance:
 
         # Distillation from the teacher's next-token distributions
         if self.w.distill_loss != "none" and self.w.distill_loss_weight:
-            distill = self._distillation(logits, batch, layout, teacher.last_hidden_state, targets)
+            distill = self._distillation(logits, batch, layout, teacher_rows, last_states, targets)
             loss = loss + self.w.distill_loss_weight * distill
             metrics["distill_loss"] = float(distill.detach())
         metrics["own_fraction"] = own
@@ -204,12 +257,12 @@ class TeacherGuidance:
         ids, mask = batch["input_ids"], batch["attention_mask"]
         layout = hat.layout(ids, mask, batch["word_lengths"])
         dtype = hat.get_input_embeddings().weight.dtype
-        teacher = self.teacher(hat, batch["teacher_input_ids"], batch["teacher_attention_mask"], return_logits=False)
+        last_states = self._padded(self.teacher_rows(hat, batch, targets=False), "last", batch["teacher_input_ids"].shape[1])
         word_token = batch["word_token"]
         aligned = (word_token >= 0) & layout.word_valid
         byte_mask = layout.byte_mask(hat.config.encoder_config.sliding_window, dtype)
         byte_states = hat.encode(ids, byte_mask, layout.byte_positions)
-        words = teacher_word_states(teacher.last_hidden_state, word_token, aligned).to(dtype)  # (B, W, D)
+        words = teacher_word_states(last_states, word_token, aligned).to(dtype)  # (B, W, D)
         hidden = hat.decode(byte_states, hat.word_conditioning(hat.predict_words(words)), layout.byte_word,
                             layout.byte_mask(hat.config.decoder_config.sliding_window, dtype), layout.byte_positions)
         logits = model.lm_head(hidden)[:, :-1].float()
@@ -217,22 +270,20 @@ class TeacherGuidance:
         nll = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100, reduction="sum")
         return float(nll), int((targets != -100).sum())
 
-    def _distillation(self, logits, batch, layout, teacher_states, targets) -> torch.Tensor:
-        token, node = batch["distill_token"], batch["distill_node"]  # (B, T): for position p, byte p + 1
-        usable = (node >= 0) & (token >= 0)
+    def _distillation(self, logits, batch, layout, teacher_rows, teacher_states, targets) -> torch.Tensor:
+        if self.w.distill_loss == "chunk":  # the log-likelihood of each aligned word under teacher and student
+            return self._chunk(logits, batch, layout, teacher_states, targets)
+        # the teacher's next-byte distribution at every byte whose token it predicted (first_byte: its first byte),
+        # kept with each row; those whose byte has no loss this step (masked, padding) are left out
+        B, T = targets.shape[0], targets.shape[1] + 1
+        byte_targets = logits.new_zeros(B, T, 256, dtype=torch.float32)
+        usable = torch.zeros(B, T, dtype=torch.bool, device=logits.device)
+        for b, row in enumerate(teacher_rows):
+            byte_targets[b, row.target_positions] = row.byte_targets
+            usable[b, row.target_positions] = True
         usable[:, :-1] &= targets != -100
-        usable[:, -1] = False
-        if self.w.distill_loss == "first_byte":
-            usable &= node == 0
-        if self.w.distill_loss in ("byte_marginals", "first_byte"):
-            b, p = usable.nonzero(as_tuple=True)  # (P,)
-            rows_needed, row_index = torch.unique(b * teacher_states.shape[1] + token[b, p], return_inverse=True)
-            flat = teacher_states.flatten(0, 1)[rows_needed]  # (R, D)
-            teacher_logits = self.teacher.next_token_logits(flat)  # (R, V)
-            byte_targets = self.trie.byte_targets(teacher_logits, row_index, node[b, p])  # (P, 256)
-            return byte_distillation(logits[b, p], byte_targets)
-        # chunk: the log-likelihood of each aligned word under teacher and student
-        return self._chunk(logits, batch, layout, teacher_states, targets)
+        b, p = usable.nonzero(as_tuple=True)
+        return byte_distillation(logits[b, p], byte_targets[b, p])
 
     def _chunk(self, logits, batch, layout, teacher_states, targets) -> torch.Tensor:
         B = logits.shape[0]

@@ -13,7 +13,8 @@ CONFIG = TINY / "pretrain_teacher.yaml"
 
 
 def test_recipe_trains_the_new_parts_and_leaves_the_backbone_bit_identical(tiny_hat_teacher, tmp_path):
-    trainer = run_recipe("pretrain", tiny_hat_teacher, tmp_path / "out", config=CONFIG)
+    # with the teacher cache: the resumed run below recomputes what the first one kept, and must match it
+    trainer = run_recipe("pretrain", tiny_hat_teacher, tmp_path / "out", "--teacher_cache_gb", "0.01", config=CONFIG)
     logged = [e for e in trainer.state.log_history if "loss" in e and "encoder_loss" in e]
     assert [e["own_fraction"] for e in logged] == [0.0, 0.5, 1.0, 1.0]  # oracle 1 step, handoff over 2
     for entry in logged:
@@ -78,3 +79,58 @@ def test_a_checkpoint_without_teacher_files_is_named(tmp_path):
     model = save_tiny_hat(tmp_path / "hat")
     with pytest.raises(FileNotFoundError, match="--no-teacher"):
         run_recipe("pretrain", model, tmp_path / "out", config=CONFIG)
+
+
+def test_a_row_seen_again_costs_no_teacher_pass_and_the_same_loss(tiny_hat_teacher, tmp_path):
+    from hat.recipes.teacher_cache import TeacherCache
+
+    trainer = run_recipe("pretrain", tiny_hat_teacher, tmp_path / "out", "--max_steps", "1", "--save_strategy", "no",
+                         config=CONFIG)
+    model, guidance = trainer.model.eval(), trainer.guidance
+    batch = trainer.data_collator([{"input_ids": list("Hello world. Grüße aus Köln! 🙂".encode())},
+                                   {"input_ids": list(b"Hi there.")}])
+    recomputed = {step: guidance.loss(model, dict(batch), step) for step in (0, 1, 2)}  # no cache: always a pass
+    oracle = guidance.oracle_nll(model, dict(batch))
+    assert guidance.cache.rows == {}
+
+    guidance.cache = TeacherCache(2**30)
+    guidance.loss(model, dict(batch), 0)  # both rows are new: one teacher pass, kept
+    assert (guidance.cache.misses, len(guidance.cache.rows)) == (2, 2)
+    original = guidance.teacher.forward
+    guidance.teacher.forward = lambda *a, **k: pytest.fail("the teacher ran for a row it had seen")
+    try:
+        for step, (loss, metrics) in recomputed.items():  # oracle, handoff, own: the same loss from the kept rows
+            again, again_metrics = guidance.loss(model, dict(batch), step)
+            torch.testing.assert_close(again, loss)
+            assert again_metrics == pytest.approx(metrics, rel=1e-5)
+        assert guidance.oracle_nll(model, dict(batch)) == pytest.approx(oracle, rel=1e-5)
+    finally:
+        guidance.teacher.forward = original
+    assert guidance.cache.hits == 8
+
+
+def test_the_teacher_cache_keeps_rows_up_to_its_size_each_in_its_own_storage():
+    from hat.recipes.teacher_cache import TeacherCache, TeacherRow, row_key
+
+    batch_states = torch.randn(3, 10, 8)  # 3 rows of a batch's tensor: 10 x 8 float32 = 320 bytes each
+    rows = [TeacherRow(last=batch_states[i]) for i in range(3)]
+    cache = TeacherCache(max_bytes=700)
+    keys = [row_key(torch.tensor(list(text))) for text in (b"a", b"b", b"c")]
+    for key, row in zip(keys, rows):
+        cache.put(key, row)
+    assert list(cache.rows) == keys[:2] and cache.nbytes == 640  # the third would exceed 700 bytes: not kept
+    kept = cache.get(keys[0]).last
+    assert kept.untyped_storage().nbytes() == 320  # a copy, not a view keeping the whole batch alive
+    torch.testing.assert_close(kept, batch_states[0])
+    assert cache.get(keys[2]) is None and (cache.hits, cache.misses) == (1, 1)
+    assert len(set(keys)) == 3 and row_key(torch.tensor([1, 2])) != row_key(torch.tensor([1, 2, 0]))
+    with pytest.raises(ValueError, match="teacher cache"):
+        TeacherCache(-1)
+
+
+def test_the_teacher_cache_is_refused_under_zero3(tiny_hat_teacher, tmp_path, monkeypatch):
+    import transformers.integrations
+
+    monkeypatch.setattr(transformers.integrations, "is_deepspeed_zero3_enabled", lambda: True)
+    with pytest.raises(ValueError, match="ZeRO-3"):
+        run_recipe("pretrain", tiny_hat_teacher, tmp_path / "out", "--teacher_cache_gb", "1", config=CONFIG)
