@@ -286,11 +286,10 @@ def teacher_guidance(model, config, collator, args: PretrainConfig, model_path: 
     """The teacher (`hat.teacher`, kept by `convert-llama` in `<model>/teacher`), the collator that aligns its tokens
     with the HAT's words, and the loss (`hat.recipes.teacher_guidance`)."""
     from transformers import AutoTokenizer
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
     from hat.recipes.alignment import teacher_special_ids, token_spellings
     from hat.recipes.distill import SpellingTrie
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
     from hat.recipes.teacher_cache import TeacherCache
     from hat.recipes.teacher_guidance import TeacherCollator
     from hat.teacher import HATTeacher

@@ -274,16 +274,12 @@ class TeacherGuidance:
         if self.w.distill_loss == "chunk":  # the log-likelihood of each aligned word under teacher and student
             return self._chunk(logits, batch, layout, teacher_states, targets)
         # the teacher's next-byte distribution at every byte whose token it predicted (first_byte: its first byte),
-        # kept with each row; those whose byte has no loss this step (masked, padding) are left out
-        B, T = targets.shape[0], targets.shape[1] + 1
-        byte_targets = logits.new_zeros(B, T, 256, dtype=torch.float32)
-        usable = torch.zeros(B, T, dtype=torch.bool, device=logits.device)
-        for b, row in enumerate(teacher_rows):
-            byte_targets[b, row.target_positions] = row.byte_targets
-            usable[b, row.target_positions] = True
-        usable[:, :-1] &= targets != -100
-        b, p = usable.nonzero(as_tuple=True)
-        return byte_distillation(logits[b, p], byte_targets[b, p])
+        # kept with each row (never at the last position); those whose byte has no loss this step are left out
+        b = torch.cat([torch.full_like(row.target_positions, i) for i, row in enumerate(teacher_rows)])
+        p = torch.cat([row.target_positions for row in teacher_rows])
+        keep = targets[b, p] != -100
+        byte_targets = torch.cat([row.byte_targets for row in teacher_rows])
+        return byte_distillation(logits[b[keep], p[keep]], byte_targets[keep])
 
     def _chunk(self, logits, batch, layout, teacher_states, targets) -> torch.Tensor:
         B = logits.shape[0]
