@@ -68,6 +68,10 @@ class PretrainConfig(TrainingArguments):
             (at the first byte of each token only), `chunk` (likelihood of each aligned word) or `none`.
         oracle_steps (`int`): steps in which the decoder is conditioned on the teacher's states.
         handoff_steps (`int`): then steps over which it moves linearly onto the HAT's own backbone output.
+        detach_own_states (`bool`): while the teacher teaches, the decoder reads the HAT's own backbone output
+            without a gradient into it: no backward through the backbone, and the pooled words learn from the encoder
+            loss alone, which the decoder's gradient through the frozen backbone otherwise pulls them away from
+            (ARCHITECTURE.md §7.2). Default on; off: the decoder's loss reaches the encoder end to end.
         teacher_cache_gb (`float`): keep what the teacher says about each row (its states and next-byte targets,
             `hat.recipes.teacher_cache`) up to this many GB of CPU memory per process, so that a row trained on
             again costs no teacher pass: for corpora trained for several epochs (0: recompute every time; refused
@@ -90,6 +94,7 @@ class PretrainConfig(TrainingArguments):
     distill_loss_weight: float = 1.0
     oracle_steps: int = field(default=0, metadata={"help": "Steps with the decoder on the teacher's states."})
     handoff_steps: int = field(default=0, metadata={"help": "Steps to move the decoder onto its own backbone."})
+    detach_own_states: bool = field(default=True, metadata={"help": "No gradient through the own backbone output."})
     teacher_cache_gb: float = field(default=0.0, metadata={"help": "CPU GB per process for the teacher's rows."})
     # The learning curve (recipes/heldout.py)
     heldout_files: dict[str, str] | None = field(default=None, metadata={"help": "label -> held-out text file."})
@@ -128,7 +133,7 @@ class PretrainConfig(TrainingArguments):
             teacher_layers=self.teacher_layers, encoder_loss_weight=self.encoder_loss_weight,
             ce_loss_weight=self.ce_loss_weight, distill_loss=self.distill_loss,
             distill_loss_weight=self.distill_loss_weight, oracle_steps=self.oracle_steps,
-            handoff_steps=self.handoff_steps,
+            handoff_steps=self.handoff_steps, detach_own_states=self.detach_own_states,
         )
 
 

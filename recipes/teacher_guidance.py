@@ -12,7 +12,9 @@ The loss has three terms, each with its weight in the recipe's YAML:
   blocks run backward for it.
 - **byte cross-entropy**, with the decoder conditioned first on the teacher's own last-block state at each word
   ("oracle"), then, over `handoff_steps`, moved linearly onto the HAT's own backbone output. While the teacher's
-  states condition the decoder, bytes whose word follows an unaligned one are masked out.
+  states condition the decoder, bytes whose word follows an unaligned one are masked out. With
+  `detach_own_states` the HAT's own backbone output reaches the decoder without a gradient: no backward runs
+  through the backbone, and the pooled words keep learning from the encoder loss alone.
 - **distillation**: KL from the teacher's next-byte distributions (`hat.recipes.distill`) at every byte whose
   token the teacher predicted.
 
@@ -22,6 +24,7 @@ backbone can unfreeze at `backbone_lr_ratio` as without a teacher.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from dataclasses import dataclass
 
@@ -94,6 +97,7 @@ class GuidanceWeights:
     distill_loss_weight: float = 1.0
     oracle_steps: int = 0
     handoff_steps: int = 0
+    detach_own_states: bool = True
 
     def __post_init__(self):
         if self.distill_loss not in DISTILL_LOSSES:
@@ -219,10 +223,13 @@ class TeacherGuidance:
         own = self.own_fraction(step)
         teacher_words = teacher_word_states(last_states, word_token, aligned).to(dtype)  # (B, W, D)
         if own > 0:
-            if student is None:
-                own_states = hat.run_backbone(word_embeds, word_mask, layout.word_positions)
-            else:  # blocks k.. from where the encoder loss stopped: the first k blocks run once
-                own_states = hat.run_backbone(student, word_mask, layout.word_positions, first_layer=k)
+            # detach_own_states: the decoder's loss stops at the backbone output, so no backward runs through the
+            # backbone and the pooled words learn from the encoder loss alone (§7.2)
+            with torch.no_grad() if self.w.detach_own_states else contextlib.nullcontext():
+                if student is None:
+                    own_states = hat.run_backbone(word_embeds, word_mask, layout.word_positions)
+                else:  # blocks k.. from where the encoder loss stopped: the first k blocks run once
+                    own_states = hat.run_backbone(student, word_mask, layout.word_positions, first_layer=k)
             word_states = own * own_states + (1 - own) * teacher_words
         else:
             word_states = teacher_words

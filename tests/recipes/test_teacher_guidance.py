@@ -66,6 +66,27 @@ def test_decoder_conditioning_moves_from_the_teacher_to_the_backbone(tiny_hat_te
     torch.testing.assert_close(seen[2], own)
 
 
+def test_detached_own_states_give_the_same_loss_and_no_gradient_through_the_backbone(tiny_hat_teacher, tmp_path):
+    """detach_own_states: the decoder reads the same backbone output, but its loss stops there: with only byte
+    cross-entropy, the pooling (which feeds nothing but the backbone) gets no gradient; without it, it does."""
+    trainer = run_recipe("pretrain", tiny_hat_teacher, tmp_path / "out", "--max_steps", "1", "--save_strategy", "no",
+                         config=CONFIG)
+    model, guidance = trainer.model.train(), trainer.guidance
+    guidance.w.encoder_loss_weight = guidance.w.distill_loss_weight = 0.0
+    batch = trainer.data_collator([{"input_ids": list(b"Hello world. Guten Morgen!")}, {"input_ids": list(b"Hi.")}])
+    pooling = list(model.model.encoder_connector.parameters())
+    result = {}
+    for detach in (False, True):
+        guidance.w.detach_own_states = detach
+        model.zero_grad(set_to_none=True)
+        loss, _ = guidance.loss(model, dict(batch), step=5)  # past oracle (1) and handoff (2): own fraction 1
+        loss.backward()
+        result[detach] = loss.detach(), [p.grad for p in pooling]
+    torch.testing.assert_close(result[True][0], result[False][0])
+    assert any(g is not None and bool(g.abs().sum() > 0) for g in result[False][1])
+    assert all(g is None or not bool(g.abs().sum() > 0) for g in result[True][1])
+
+
 def test_after_teacher_steps_the_loss_is_plain_byte_cross_entropy(tiny_hat_teacher, tmp_path):
     trainer = run_recipe("pretrain", tiny_hat_teacher, tmp_path / "out", "--teacher_steps", "2",
                          "--save_strategy", "no", config=CONFIG)
