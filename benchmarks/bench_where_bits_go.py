@@ -150,9 +150,10 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(f"{LANGS[lang]} held-out")
         ax.set_ylabel("bits per byte")
         ax.grid(axis="y", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(bars), fontsize=9)
     fig.suptitle("Where the bits go: the decoder read with its own, a perfect encoder's and the teacher's word states")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=110)
 
 
