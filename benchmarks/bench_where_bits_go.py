@@ -66,6 +66,7 @@ class Tally(dict):
 def breakdown(model, collator, guidance, text: str, rows: int, window: int = 1024) -> dict[str, float]:
     """Bits per byte under each conditioning, all bytes / first bytes / the rest, the teacher's at its bytes."""
     from hat.eval.intrinsic import byte_windows
+    from hat.recipes.distill import state_matching
     from hat.recipes.teacher_guidance import teacher_word_states
 
     hat, config = model.model, model.config
@@ -87,10 +88,9 @@ def breakdown(model, collator, guidance, text: str, rows: int, window: int = 102
         token_embeds = embeddings[batch["teacher_input_ids"].gather(1, word_token.clamp(min=0))]  # (B, W, D)
         matched = aligned.clone()
         matched[:, 0] = False  # as the encoder loss: word 0 is the attention sink
-        error = (words - token_embeds).pow(2).mean(-1).sqrt()
-        size = token_embeds.pow(2).mean(-1).sqrt()
-        tally.add("encoder_error", float((error * matched).sum()), 0)
-        tally.add("encoder_size", float((size * matched).sum()), 0)
+        n = int(matched.sum())  # the encoder loss's own measure, both means over the same words
+        tally.add("encoder_error", float(state_matching(words, token_embeds, matched)) * n, n)
+        tally.add("encoder_size", float(state_matching(torch.zeros_like(token_embeds), token_embeds, matched)) * n, n)
         word_mask = layout.word_mask(torch.float32)
         states = {
             "closed": hat.run_backbone(words, word_mask, layout.word_positions),
@@ -103,9 +103,7 @@ def breakdown(model, collator, guidance, text: str, rows: int, window: int = 102
         starts = layout.byte_word[:, 1:] != layout.byte_word[:, :-1]  # byte p + 1 begins a word
         parts = {"all": scored, "first": scored & starts, "rest": scored & ~starts}
         # the teacher's next-byte marginals where it has them
-        b = torch.cat([torch.full_like(row.target_positions, r) for r, row in enumerate(teacher_rows)])
-        p = torch.cat([row.target_positions for row in teacher_rows])
-        marginals = torch.cat([row.byte_targets for row in teacher_rows])
+        b, p, marginals = guidance.byte_target_rows(teacher_rows)
         keep = scored[b, p]
         b, p, marginals = b[keep], p[keep], marginals[keep]
         teacher_nll = -marginals.gather(1, targets[b, p][:, None])[:, 0].clamp(min=1e-30).log()
@@ -123,7 +121,7 @@ def breakdown(model, collator, guidance, text: str, rows: int, window: int = 102
                 tally.add(f"{name}_{part}", float(nll[where].sum()), int(where.sum()))
             tally.add(f"{name}_at_marginals", float(nll[b, p].sum()), len(p))
     result = {key: tally.mean(key) / math.log(2) for key in tally if not key.startswith("encoder")}
-    result["encoder_relative_l2"] = tally["encoder_error"][0] / tally["encoder_size"][0]
+    result["encoder_relative_l2"] = tally.mean("encoder_error") / tally.mean("encoder_size")
     result["marginal_coverage"] = tally["teacher_at_marginals"][1] / tally["closed_all"][1]
     return result
 

@@ -163,6 +163,13 @@ class TeacherGuidance:
         return rows
 
     @staticmethod
+    def byte_target_rows(rows: list[TeacherRow]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The rows' next-byte targets in one list: row index (P,), position (P,), target distribution (P, 256)."""
+        b = torch.cat([torch.full_like(row.target_positions, i) for i, row in enumerate(rows)])
+        p = torch.cat([row.target_positions for row in rows])
+        return b, p, torch.cat([row.byte_targets for row in rows])
+
+    @staticmethod
     def _padded(rows: list[TeacherRow], field: str, length: int) -> torch.Tensor:
         """One field of the rows, right padded with zeros to `length` tokens: (B, length, D)."""
         return torch.stack([F.pad(t, (0, 0, 0, length - len(t))) for t in (getattr(row, field) for row in rows)])
@@ -282,10 +289,8 @@ class TeacherGuidance:
             return self._chunk(logits, batch, layout, teacher_states, targets)
         # the teacher's next-byte distribution at every byte whose token it predicted (first_byte: its first byte),
         # kept with each row (never at the last position); those whose byte has no loss this step are left out
-        b = torch.cat([torch.full_like(row.target_positions, i) for i, row in enumerate(teacher_rows)])
-        p = torch.cat([row.target_positions for row in teacher_rows])
+        b, p, byte_targets = self.byte_target_rows(teacher_rows)
         keep = targets[b, p] != -100
-        byte_targets = torch.cat([row.byte_targets for row in teacher_rows])
         return byte_distillation(logits[b[keep], p[keep]], byte_targets[keep])
 
     def _chunk(self, logits, batch, layout, teacher_states, targets) -> torch.Tensor:
